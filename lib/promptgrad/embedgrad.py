@@ -1,0 +1,395 @@
+"""EmbedGrad: optimize the token embeddings of a text prompt, model frozen.
+
+A ``SoftPrompt`` starts as the input embeddings E0 (k x d) of an init text such as
+"please reason step by step"; it is its own fp32 parameter (never the shared
+embedding matrix, which small Qwen2.5 models tie to the output layer). It is spliced
+in where the text prompt sits inside the chat template (``after`` the question by
+default, or ``before`` it), or at position 0 (``prefix``: PEFT prompt tuning's place).
+Training minimises cross-entropy on the target tokens only, optionally with an L2
+penalty ``lambda * ||E - E0||^2`` and/or a per-token trust region ``||e_i - e0_i|| <= eps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .evaluation import build_conversations
+from .tasks import Example, Task
+
+log = logging.getLogger(__name__)
+
+SLOT = "<<soft prompt>>"
+PLACEMENTS = ("after", "before", "prefix")
+
+
+class SoftPrompt(torch.nn.Module):
+    def __init__(self, init_text: str, tokenizer, model, placement: str = "after", model_name: str = ""):
+        super().__init__()
+        if placement not in PLACEMENTS:
+            raise ValueError(f"Unknown placement '{placement}'; expected one of {PLACEMENTS}.")
+        ids = tokenizer(init_text, add_special_tokens=False).input_ids
+        if not ids:
+            raise ValueError("The init text of a soft prompt must not be empty.")
+        start = model.get_input_embeddings().weight[ids].detach().float().clone()
+        self.init_text, self.placement, self.model_name = init_text, placement, model_name
+        self.init_ids = list(ids)
+        self.embeddings = torch.nn.Parameter(start.clone())
+        self.register_buffer("start", start)
+
+    @property
+    def k(self) -> int:
+        return self.embeddings.shape[0]
+
+    def fingerprint(self) -> str:
+        data = self.embeddings.detach().cpu().contiguous().numpy().tobytes()
+        return hashlib.sha256(data + self.placement.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"[{self.k} optimized vectors from '{self.init_text}', {self.placement}]"
+
+    def slot_text(self) -> str:
+        """What the text prompt's place holds before splicing ('' for prefix)."""
+        return "" if self.placement == "prefix" else SLOT
+
+    def _pieces(self, text: str) -> tuple[str, str]:
+        if self.placement == "prefix":
+            return "", text
+        if text.count(SLOT) != 1:
+            raise ValueError("A soft prompt's slot must appear exactly once in the rendered text.")
+        return tuple(text.split(SLOT))
+
+    def build_inputs(self, texts: list[str], tokenizer, model, targets: list[list[int]] | None = None,
+                     padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Rendered chat texts (holding the slot) -> inputs_embeds, attention_mask, position_ids
+        (and labels when ``targets`` are given: -100 everywhere but the target tokens)."""
+        embed = model.get_input_embeddings()
+        device, dtype = embed.weight.device, embed.weight.dtype
+        soft = self.embeddings.to(device=device, dtype=dtype)
+        rows, labels = [], []
+        for i, text in enumerate(texts):
+            pre, post = self._pieces(text)
+            pre_ids = tokenizer(pre, add_special_tokens=False).input_ids if pre else []
+            post_ids = tokenizer(post, add_special_tokens=False).input_ids
+            target = targets[i] if targets is not None else []
+            after = torch.tensor(post_ids + target, dtype=torch.long, device=device)
+            before = torch.tensor(pre_ids, dtype=torch.long, device=device)
+            rows.append(torch.cat([embed(before), soft, embed(after)]))
+            labels.append([-100] * (len(pre_ids) + self.k + len(post_ids)) + list(target))
+        length = max(r.shape[0] for r in rows)
+        batch = torch.zeros(len(rows), length, soft.shape[1], device=device, dtype=dtype)
+        mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
+        label_tensor = torch.full((len(rows), length), -100, dtype=torch.long, device=device)
+        for i, row in enumerate(rows):
+            span = slice(length - row.shape[0], length) if padding_side == "left" else slice(0, row.shape[0])
+            batch[i, span] = row
+            mask[i, span] = 1
+            label_tensor[i, span] = torch.tensor(labels[i], device=device)
+        out = {"inputs_embeds": batch, "attention_mask": mask}
+        if targets is not None:
+            out["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            out["labels"] = label_tensor
+        return out
+
+    # ------------------------------------------------------------ save / load
+
+    def save(self, path: str | Path, **hyperparameters) -> Path:
+        """``<path>.safetensors`` (the vectors and their start) + ``<path>.json`` (how to use them)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"embeddings": self.embeddings.detach().cpu().contiguous(),
+                   "start": self.start.cpu().contiguous()}, str(path.with_suffix(".safetensors")))
+        meta = {"model": self.model_name, "init_text": self.init_text, "init_ids": self.init_ids,
+                "placement": self.placement, "k": self.k, "dim": int(self.embeddings.shape[1]),
+                "hyperparameters": hyperparameters}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+        return path.with_suffix(".safetensors")
+
+    @classmethod
+    def load(cls, path: str | Path, tokenizer, model) -> "SoftPrompt":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        tensors = load_file(str(path.with_suffix(".safetensors")))
+        soft = cls(meta["init_text"], tokenizer, model, meta["placement"], meta["model"])
+        if tuple(tensors["embeddings"].shape) != tuple(soft.embeddings.shape):
+            raise ValueError(f"{path} holds {tuple(tensors['embeddings'].shape)} vectors but the init text gives "
+                             f"{tuple(soft.embeddings.shape)} for this model; was it saved for another model?")
+        with torch.no_grad():
+            soft.embeddings.copy_(tensors["embeddings"])
+            soft.start.copy_(tensors["start"])
+        return soft
+
+    def export_peft(self, directory: str | Path, model, base_model_path: str) -> Path:
+        """Save as a PEFT prompt-tuning adapter (placement 'prefix' only: PEFT always
+        prepends), loadable with ``PeftModel.from_pretrained(model, directory)``."""
+        from peft import PromptTuningConfig, TaskType, get_peft_model
+
+        if self.placement != "prefix":
+            raise ValueError(f"PEFT prompt tuning always prepends its vectors; a soft prompt placed "
+                             f"'{self.placement}' has no PEFT equivalent. Train with placement='prefix' to export.")
+        config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.k,
+                                    base_model_name_or_path=base_model_path)
+        peft_model = get_peft_model(model, config)
+        with torch.no_grad():
+            peft_model.prompt_encoder["default"].embedding.weight.copy_(self.embeddings)
+        peft_model.save_pretrained(str(directory))
+        peft_model.unload() if hasattr(peft_model, "unload") else None
+        return Path(directory)
+
+    # ------------------------------------------------------------ interpretation
+
+    @torch.no_grad()
+    def drift(self, tokenizer, model) -> list[dict]:
+        """Per vector: cosine and L2 distance to its start, and the nearest vocabulary token
+        (by cosine). Nearest-token readings of soft prompts can be arbitrary (Khashabi et
+        al. 2022, "Prompt Waywardness"): read them as a hint, not a translation."""
+        vocab = model.get_input_embeddings().weight.float()
+        current = self.embeddings.detach().to(vocab.device)
+        start = self.start.to(vocab.device)
+        nearest = (F.normalize(current, dim=-1) @ F.normalize(vocab, dim=-1).T).argmax(-1)
+        return [{"position": i, "start_token": tokenizer.decode([self.init_ids[i]]),
+                 "cosine_to_start": float(F.cosine_similarity(current[i], start[i], dim=0)),
+                 "l2_to_start": float((current[i] - start[i]).norm()),
+                 "start_norm": float(start[i].norm()),
+                 "nearest_token": tokenizer.decode([int(nearest[i])])} for i in range(self.k)]
+
+
+# ---------------------------------------------------------------- targets
+
+
+def clean_rationale(answer: str) -> str:
+    """GSM8K reference without calculator annotations: '<<48/2=24>>' removed."""
+    return re.sub(r"<<[^>]*>>", "", answer).strip()
+
+
+def training_target(task: Task, example: Example, gsm8k_target: str = "rationale") -> str:
+    """The assistant text the loss is computed on. Label tasks: the label word.
+    Math: the reference rationale ending in '#### N', or just 'The answer is N.'."""
+    if task.kind == "number":
+        if gsm8k_target == "rationale" and example.reference:
+            return clean_rationale(example.reference)
+        if gsm8k_target not in ("rationale", "answer"):
+            raise ValueError(f"gsm8k_target must be 'rationale' or 'answer', got '{gsm8k_target}'.")
+        return f"The answer is {example.target}."
+    if task.kind == "choice":
+        return f"({example.target})"
+    if task.kind == "open":
+        raise ValueError(f"Task '{task.name}' has no reference answers to train on.")
+    return example.target
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 100
+    batch_size: int = 16
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    l2_penalty: float = 0.0          # lambda in lambda * ||E - E0||^2 (summed over vectors)
+    trust_radius: float | None = None  # eps: each vector stays within eps of its start
+    seed: int = 0
+    gsm8k_target: str = "rationale"
+    max_target_tokens: int = 256
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be at least 1, got {self.steps}, {self.batch_size}.")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+        if self.l2_penalty < 0 or (self.trust_radius is not None and self.trust_radius <= 0):
+            raise ValueError("l2_penalty must be >= 0 and trust_radius positive (or None).")
+
+
+@dataclasses.dataclass
+class TrainLog:
+    losses: list[float]
+    seconds_per_step: float
+    config: dict
+    resumed_from: int = 0
+
+
+def batch_schedule(n_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Example indices for every step: seeded permutations, epoch after epoch."""
+    order: list[int] = []
+    rng = random.Random(seed)
+    while len(order) < steps * batch_size:
+        perm = list(range(n_examples))
+        rng.shuffle(perm)
+        order += perm
+    return [order[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
+
+
+def encode_examples(engine, task: Task, prompt_text: str, examples: list[Example], placement: str,
+                    config: TrainConfig) -> tuple[list[str], list[list[int]]]:
+    """Rendered chat texts (with the prompt's slot) and target token ids (ending in EOS)."""
+    tok = engine.tokenizer
+    texts = [engine.render(c) for c in build_conversations(task, prompt_text, examples, placement)]
+    targets = [tok(training_target(task, ex, config.gsm8k_target), add_special_tokens=False).input_ids
+               [:config.max_target_tokens] + [tok.eos_token_id] for ex in examples]
+    return texts, targets
+
+
+def _config_hash(config: TrainConfig, soft: SoftPrompt, examples: list[Example], method: str) -> str:
+    blob = json.dumps([dataclasses.asdict(config), soft.init_text, soft.placement, method,
+                       [e.id for e in examples]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_checkpoint(path: Path, expected: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as err:  # truncated or corrupt: never used silently
+        log.warning("Checkpoint %s is unreadable (%s); starting this run from step 0.", path, err)
+        path.replace(path.with_suffix(path.suffix + ".corrupt"))
+        return None
+    if state.get("config_hash") != expected:
+        log.warning("Checkpoint %s belongs to other settings; starting from step 0.", path)
+        return None
+    return state
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train_soft_prompt(soft: SoftPrompt, engine, task: Task, train: list[Example], config: TrainConfig,
+                      checkpoint: str | Path | None = None, checkpoint_every: int = 10,
+                      desc: str = "EmbedGrad", stop_after: int | None = None) -> TrainLog:
+    """Optimize ``soft`` on ``train``: AdamW on the k vectors, the model frozen.
+
+    With ``checkpoint``, state is saved every ``checkpoint_every`` steps and a rerun
+    resumes there with the same batches (``stop_after`` stops early, for tests).
+    """
+    model, tok = engine.hf_model, engine.tokenizer
+    soft.to(model.device)
+    texts, targets = encode_examples(engine, task, soft.slot_text(), train, soft.placement, config)
+    schedule = batch_schedule(len(train), config.steps, config.batch_size, config.seed)
+    optimizer = torch.optim.AdamW([soft.embeddings], lr=config.lr, weight_decay=config.weight_decay)
+    losses: list[float] = []
+    first_step = 0
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    expected = _config_hash(config, soft, train, "embedgrad")
+    state = _load_checkpoint(ckpt_path, expected) if ckpt_path else None
+    if state:
+        with torch.no_grad():
+            soft.embeddings.copy_(state["embeddings"])
+        optimizer.load_state_dict(state["optimizer"])
+        losses, first_step = state["losses"], state["step"]
+    start_time = time.perf_counter()
+    for step in tqdm(range(first_step, config.steps), desc=desc, initial=first_step, total=config.steps):
+        idx = schedule[step]
+        inputs = soft.build_inputs([texts[i] for i in idx], tok, model, [targets[i] for i in idx])
+        loss = target_loss(model, inputs)
+        total = loss + config.l2_penalty * (soft.embeddings - soft.start).pow(2).sum() if config.l2_penalty \
+            else loss
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if config.trust_radius is not None:
+            project_to_ball(soft, config.trust_radius)
+        losses.append(float(loss))
+        done = step + 1
+        if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
+            _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
+                                         "embeddings": soft.embeddings.detach().cpu(),
+                                         "optimizer": optimizer.state_dict()})
+        if stop_after is not None and done >= stop_after:
+            break
+    ran = max(1, len(losses) - first_step)
+    return TrainLog(losses, (time.perf_counter() - start_time) / ran, dataclasses.asdict(config), first_step)
+
+
+def target_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over target tokens. Rows are left padded, so every target sits at
+    the end: only the last T+1 positions need logits (the 49k-word output layer is a
+    quarter of the model's compute per position)."""
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    keep = int((labels != -100).sum(-1).max()) + 1
+    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, -keep + 1:].reshape(-1),
+                           ignore_index=-100)
+
+
+@torch.no_grad()
+def project_to_ball(soft: SoftPrompt, radius: float) -> None:
+    """Trust region: move each vector back to within ``radius`` (L2) of its start."""
+    delta = soft.embeddings - soft.start
+    norms = delta.norm(dim=-1, keepdim=True)
+    scale = torch.clamp(radius / norms.clamp(min=1e-12), max=1.0)
+    soft.embeddings.copy_(soft.start + delta * scale)
+
+
+# ---------------------------------------------------------------- the PEFT baseline
+
+
+def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Example], config: TrainConfig,
+                             base_model_path: str, desc: str = "PEFT prompt tuning",
+                             stop_after: int | None = None) -> tuple[SoftPrompt, TrainLog]:
+    """What users would pick instead: PEFT ``PromptTuningConfig(prompt_tuning_init=TEXT)``
+    with the same init text, batches, steps and learning rate. PEFT prepends the vectors
+    at position 0; the result is returned as a ``prefix`` SoftPrompt so it is evaluated by
+    the same engine and protocol as everything else."""
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    model, tok = engine.hf_model, engine.tokenizer
+    k = len(tok(init_text, add_special_tokens=False).input_ids)
+    peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=k,
+                                     prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=init_text,
+                                     tokenizer_name_or_path=base_model_path)
+    peft_model = get_peft_model(model, peft_config)
+    soft = SoftPrompt(init_text, tok, model, "prefix", engine.model)
+    texts, targets = encode_examples(engine, task, "", train, "after", config)
+    prompt_ids = [tok(t, add_special_tokens=False).input_ids for t in texts]
+    schedule = batch_schedule(len(train), config.steps, config.batch_size, config.seed)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    losses = []
+    start_time = time.perf_counter()
+    try:
+        for step in tqdm(range(config.steps), desc=desc):
+            idx = schedule[step]
+            seqs = [prompt_ids[i] + targets[i] for i in idx]
+            length = max(map(len, seqs))
+            input_ids = torch.full((len(idx), length), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(input_ids)
+            labels = torch.full_like(input_ids, -100)
+            for row, (i, seq) in enumerate(zip(idx, seqs)):
+                input_ids[row, :len(seq)] = torch.tensor(seq)
+                mask[row, :len(seq)] = 1
+                labels[row, len(prompt_ids[i]):len(seq)] = torch.tensor(targets[i])
+            loss = peft_model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                              labels=labels.to(model.device)).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+            if stop_after is not None and step + 1 >= stop_after:
+                break
+        with torch.no_grad():
+            soft.embeddings.copy_(peft_model.get_prompt_embedding_to_save("default").float())
+    finally:
+        peft_model.unload() if hasattr(peft_model, "unload") else None
+    seconds = (time.perf_counter() - start_time) / max(1, len(losses))
+    return soft, TrainLog(losses, seconds, dataclasses.asdict(config))

@@ -1,0 +1,273 @@
+"""One chat interface for every engine: batches of message lists in, texts out.
+
+``engine.chat(conversations, n=, temperature=, max_tokens=)`` returns, for each
+conversation, a list of ``n`` completions. Every engine counts its usage (model calls,
+prompt and completion tokens, wall time) and goes through the persistent response
+cache first, so a rerun with the same parameters makes no model call. Sampled
+completions carry their sample index in the cache key, so samples stay distinct.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import random
+import time
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from .cache import ResponseCache, cache_key
+from .models import EMBEDDED_MODEL, check_model_name, load_model
+
+log = logging.getLogger(__name__)
+
+Conversation = list[dict[str, str]]
+
+
+class PromptInputs(Protocol):
+    """Something that turns rendered chat texts into model inputs (a soft prompt does)."""
+
+    def fingerprint(self) -> str: ...
+    def build_inputs(self, texts: list[str], tokenizer, model) -> dict[str, torch.Tensor]: ...
+
+
+@dataclasses.dataclass
+class Usage:
+    """What an engine spent. ``model_calls`` counts completions requested from the model
+    (cache hits are counted apart and cost nothing)."""
+
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    wall_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+class Engine:
+    """Base class: validation, caching and usage; subclasses implement ``_generate``."""
+
+    kind = "base"
+
+    def __init__(self, model: str, cache: ResponseCache | None = None, system_prompt: str | None = None):
+        self.model = model
+        self.cache = cache or ResponseCache(None)
+        self.system_prompt = system_prompt
+        self.usage = Usage()
+
+    def prepare(self, conversation: Conversation) -> Conversation:
+        """The conversation as sent: with the engine's system prompt unless it has one
+        (``system_prompt=None`` leaves the model's own default in place)."""
+        if self.system_prompt is None or conversation[0]["role"] == "system":
+            return conversation
+        return [{"role": "system", "content": self.system_prompt}, *conversation]
+
+    def chat(
+        self,
+        conversations: list[Conversation],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        seed: int = 0,
+        soft_prompt: PromptInputs | None = None,
+        desc: str | None = None,
+    ) -> list[list[str]]:
+        if n < 1 or max_tokens < 1:
+            raise ValueError(f"n and max_tokens must be at least 1, got n={n}, max_tokens={max_tokens}.")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}.")
+        if soft_prompt is not None and not self.supports_soft_prompts:
+            raise TypeError(f"{type(self).__name__} cannot take soft prompts; use a TransformersEngine.")
+        conversations = [self.prepare(c) for c in conversations]
+        params = dict(engine=self.kind, model=self.model, temperature=temperature, max_tokens=max_tokens,
+                      seed=seed if temperature > 0 else None,
+                      soft_prompt=soft_prompt.fingerprint() if soft_prompt is not None else None)
+        keys = [[cache_key(messages=conv, sample=i, **params) for i in range(n)] for conv in conversations]
+        found = [[self.cache.get(k) for k in row] for row in keys]
+        missing = [i for i, row in enumerate(found) if any(v is None for v in row)]
+        self.usage.cache_hits += (len(conversations) - len(missing)) * n
+        if missing:
+            start = time.perf_counter()
+            outputs = self._generate([conversations[i] for i in missing], n=n, temperature=temperature,
+                                     max_tokens=max_tokens, seed=seed, soft_prompt=soft_prompt, desc=desc)
+            self.usage.wall_seconds += time.perf_counter() - start
+            self.usage.model_calls += len(missing) * n
+            new = {}
+            for i, texts in zip(missing, outputs):
+                found[i] = list(texts)
+                new.update(zip(keys[i], texts))
+            self.cache.put_many(new)
+        return found
+
+    supports_soft_prompts = False
+
+    def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
+        raise NotImplementedError
+
+
+class TransformersEngine(Engine):
+    """Local generation with transformers: batched, left padding, greedy or sampled."""
+
+    kind = "transformers"
+    supports_soft_prompts = True
+
+    def __init__(self, model: str = EMBEDDED_MODEL, cache: ResponseCache | None = None,
+                 batch_size: int = 32, device: str | None = None, system_prompt: str | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        super().__init__(model, cache, system_prompt)
+        self.batch_size = batch_size
+        self.hf_model, self.tokenizer = load_model(model, device)
+
+    def render(self, conversation: Conversation) -> str:
+        """The chat template applied, ready for the assistant's turn."""
+        return self.tokenizer.apply_chat_template(self.prepare(conversation), tokenize=False, add_generation_prompt=True)
+
+    @torch.no_grad()
+    def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
+        texts = [self.render(c) for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        outputs: list[list[str]] = [[] for _ in texts]
+        sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 else \
+            dict(do_sample=False)
+        for b, batch in enumerate(tqdm(batches, desc=desc or "generate", disable=len(batches) < 2, leave=False)):
+            batch_texts = [texts[i] for i in batch]
+            if soft_prompt is not None:
+                inputs = soft_prompt.build_inputs(batch_texts, self.tokenizer, self.hf_model)
+            else:
+                inputs = self.tokenizer(batch_texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            inputs = {k: v.to(self.hf_model.device) for k, v in inputs.items()}
+            if temperature > 0:
+                torch.manual_seed(seed * 1_000_003 + b)
+            out = self.hf_model.generate(**inputs, max_new_tokens=max_tokens, num_return_sequences=n,
+                                         pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            new_tokens = out if "inputs_embeds" in inputs else out[:, inputs["input_ids"].shape[1]:]
+            self.usage.prompt_tokens += int(inputs["attention_mask"].sum()) * n
+            self.usage.completion_tokens += int(_completion_lengths(new_tokens, self.tokenizer.eos_token_id).sum())
+            decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for j, i in enumerate(batch):
+                outputs[i] = [s.strip() for s in decoded[j * n:(j + 1) * n]]
+        return outputs
+
+
+def _completion_lengths(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Tokens up to and including the first end-of-sequence token, per row."""
+    is_eos = tokens == eos_id
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(is_eos[:, 0], tokens.shape[1],
+                                                                                      dtype=torch.long))
+    return first
+
+
+class EngineError(RuntimeError):
+    """A request failed for good (after retries, or on an error that retrying cannot fix)."""
+
+
+class OpenAIEngine(Engine):
+    """Any OpenAI-compatible endpoint: OpenAI itself, a vLLM or a llama.cpp server.
+
+    Requests run concurrently; 429, 5xx, connection errors and timeouts are retried with
+    exponential backoff; 400/401/403/404 are not. ``api_key`` defaults to the environment
+    variable named by ``api_key_env``; a local ``base_url`` needs no key.
+    """
+
+    kind = "openai"
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", cache: ResponseCache | None = None,
+                 system_prompt: str | None = None, concurrency: int = 8, max_retries: int = 5,
+                 timeout: float = 120.0, backoff_seconds: float = 1.0):
+        import openai
+
+        super().__init__(model, cache, system_prompt)
+        api_key = api_key or os.environ.get(api_key_env)
+        if not api_key:
+            if base_url is None:
+                raise ValueError(
+                    f"No API key for OpenAI: set the environment variable {api_key_env}, pass api_key=, "
+                    f"or give base_url= of a local OpenAI-compatible server (vLLM, llama.cpp).")
+            api_key = "EMPTY"
+        self.base_url = base_url
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        self._retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
+                           openai.APITimeoutError)
+
+    def _request(self, conversation: Conversation, n: int, temperature: float, max_tokens: int, seed: int):
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self.client.chat.completions.create(
+                    model=self.model, messages=conversation, n=n, temperature=temperature,
+                    max_tokens=max_tokens, seed=seed if temperature > 0 else None)
+            except self._retryable as err:
+                if attempt == self.max_retries:
+                    raise EngineError(
+                        f"{self.base_url or 'OpenAI'} did not answer after {self.max_retries + 1} attempts: "
+                        f"{type(err).__name__}: {err}. Is the server up? A rerun resumes from the cache.") from err
+                delay = self.backoff_seconds * 2 ** attempt * (1 + random.random() / 2)
+                log.warning("%s (attempt %d), retrying in %.1fs", type(err).__name__, attempt + 1, delay)
+                time.sleep(delay)
+            except Exception as err:  # 400, 401, 404...: retrying cannot help
+                raise EngineError(f"Request to {self.base_url or 'OpenAI'} failed: {type(err).__name__}: {err}") \
+                    from err
+
+    def _complete(self, conversation, n, temperature, max_tokens, seed) -> list[str]:
+        texts: list[str] = []
+        while len(texts) < n:  # some servers (llama.cpp) return one choice whatever n is
+            resp = self._request(conversation, n - len(texts), temperature, max_tokens, seed + len(texts))
+            if resp.usage is not None:
+                self.usage.prompt_tokens += resp.usage.prompt_tokens
+                self.usage.completion_tokens += resp.usage.completion_tokens
+            texts += [(c.message.content or "").strip() for c in resp.choices]
+            if not resp.choices:
+                raise EngineError(f"{self.base_url or 'OpenAI'} returned no choices for model {self.model}.")
+        return texts[:n]
+
+    def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
+        with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [pool.submit(self._complete, c, n, temperature, max_tokens, seed) for c in conversations]
+            for _ in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc=desc or self.model,
+                          disable=len(futures) < 8, leave=False):
+                pass
+            return [f.result() for f in futures]
+
+
+def make_engine(spec: str | dict, cache: ResponseCache | None = None, **defaults) -> Engine:
+    """An engine from a notebook parameter.
+
+    ``"smollm2-135m-instruct"`` or any hub id / folder: local transformers engine.
+    ``"openai:gpt-4o-mini"``: OpenAI. ``{"kind": "openai", "model": ..., "base_url": ...}``:
+    any OpenAI-compatible server. ``{"kind": "transformers", "model": ..., "batch_size": 16}``.
+    ``defaults`` (``system_prompt``, ``batch_size``...) fill what the spec leaves out, where
+    that kind of engine takes them.
+    """
+    import inspect
+
+    if isinstance(spec, str):
+        spec = {"kind": "openai", "model": spec[len("openai:"):]} if spec.startswith("openai:") else \
+            {"kind": "transformers", "model": spec}
+    spec = dict(spec)
+    kind = spec.pop("kind", "transformers")
+    engines = {"transformers": TransformersEngine, "openai": OpenAIEngine}
+    if kind == "llamacpp":
+        from .llamacpp import LlamaCppEngine
+        engines["llamacpp"] = LlamaCppEngine
+    if kind not in engines:
+        raise ValueError(f"Unknown engine kind '{kind}'; expected one of {sorted(engines) + ['llamacpp']}.")
+    if kind == "transformers":
+        check_model_name(spec.get("model", EMBEDDED_MODEL))
+    accepted = inspect.signature(engines[kind]).parameters
+    spec = {**{k: v for k, v in defaults.items() if k in accepted}, **spec}
+    return engines[kind](cache=cache, **spec)

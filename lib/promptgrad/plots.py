@@ -1,0 +1,55 @@
+"""Figures the notebooks share. Each returns the matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def accuracy_bars(rows: list[dict], title: str = "", hue: str = "method"):
+    """Accuracy per task and method with 95% CI error bars, format failures hatched below."""
+    frame = pd.DataFrame(rows)
+    tasks = list(dict.fromkeys(frame["task"]))
+    methods = list(dict.fromkeys(frame[hue]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 3.8), squeeze=False, sharey=True)
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    for ax, task in zip(axes[0], tasks):
+        sub = frame[frame["task"] == task].set_index(hue).reindex([m for m in methods if m in set(frame[hue])])
+        sub = sub.dropna(subset=["accuracy"])
+        x = range(len(sub))
+        lo = [a - ci[0] for a, ci in zip(sub["accuracy"], sub["ci95"])]
+        hi = [ci[1] - a for a, ci in zip(sub["accuracy"], sub["ci95"])]
+        ax.bar(x, sub["accuracy"], yerr=[lo, hi], capsize=3, color=[palette[m] for m in sub.index])
+        ax.bar(x, sub["format_failure_rate"], color="none", edgecolor="black", hatch="//", linewidth=0.6,
+               label="format failures")
+        ax.set_xticks(list(x), sub.index, rotation=30, ha="right")
+        ax.set_title(task)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("test accuracy (95% CI)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles[:1], labels[:1], loc="upper right", frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def line_curves(curves: dict[str, list[float]], xlabel: str, ylabel: str, title: str = "", ax=None):
+    """One line per named series (loss per step, dev score per iteration...)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, label=name, marker="o" if len(values) < 30 else None,
+                markersize=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend(frameon=False, fontsize=8)
+    return fig or ax.figure

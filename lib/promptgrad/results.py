@@ -1,0 +1,105 @@
+"""What a notebook writes: ``metrics.json`` in the common schema, per-example records,
+tables (CSV + Markdown) and PNG figures, all under ``results/<notebook stem>/``.
+
+metrics.json::
+
+    {"notebook": "00_quickstart", "profile": "cpu", "model": "...", "seed": 0,
+     "rows": [{"task": ..., "method": ..., "prompt": ..., "split": "test", "n": ...,
+               "accuracy": ..., "ci95": [lo, hi], "format_failure_rate": ...}, ...],
+     "cost": {"model_calls": ..., "prompt_tokens": ..., "completion_tokens": ...,
+              "wall_seconds": ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .engines import Usage
+from .evaluation import Evaluation, prompt_label
+
+ROW_KEYS = ("task", "method", "prompt", "split", "n", "accuracy", "ci95", "format_failure_rate")
+
+
+def _jsonable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+class Results:
+    """Collects rows and writes them; one per notebook run."""
+
+    def __init__(self, directory: str | Path, profile: str, model: str, seed: int):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.notebook = self.dir.name
+        self.profile, self.model, self.seed = profile, model, seed
+        self.rows: list[dict] = []
+        self.extra: dict = {}
+        self.started = time.perf_counter()
+
+    def add(self, task: str, method: str, evaluation: Evaluation, prompt, split: str = "test", **extra) -> dict:
+        """A row from an evaluation; its per-example records go to ``records/``."""
+        s = evaluation.summary
+        row = {"task": task, "method": method, "prompt": prompt_label(prompt), "split": split, "n": s["n"],
+               "accuracy": s["accuracy"], "ci95": s["ci95"], "format_failure_rate": s["format_failure_rate"],
+               "accuracy_parsed": s["accuracy_parsed"], **extra}
+        self.rows = [r for r in self.rows if (r["task"], r["method"], r["split"]) != (task, method, split)]
+        self.rows.append(row)
+        records_dir = self.dir / "records"
+        records_dir.mkdir(exist_ok=True)
+        with open(records_dir / f"{_slug(task)}__{_slug(method)}__{split}.jsonl", "w", encoding="utf-8") as f:
+            for record in evaluation.records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return row
+
+    def table(self, split: str | None = "test") -> pd.DataFrame:
+        rows = [r for r in self.rows if split is None or r["split"] == split]
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return frame
+        frame["ci95"] = frame["ci95"].map(lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]")
+        return frame
+
+    def save_table(self, frame: pd.DataFrame, name: str, floatfmt: str = ".3f") -> Path:
+        frame.to_csv(self.dir / f"{name}.csv", index=False)
+        path = self.dir / f"{name}.md"
+        path.write_text(frame.to_markdown(index=False, floatfmt=floatfmt) + "\n", encoding="utf-8")
+        return path
+
+    def save_figure(self, fig, name: str) -> Path:
+        path = self.dir / f"{name}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        return path
+
+    def write(self, cost: Usage | dict, **extra) -> Path:
+        """Write metrics.json. ``cost.wall_seconds`` is this notebook's wall time."""
+        cost = cost.as_dict() if isinstance(cost, Usage) else dict(cost)
+        cost["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        self.extra.update(extra)
+        metrics = {"notebook": self.notebook, "profile": self.profile, "model": self.model, "seed": self.seed,
+                   "rows": self.rows, "cost": cost, **self.extra}
+        path = self.dir / "metrics.json"
+        path.write_text(json.dumps(_jsonable(metrics), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+def read_metrics(directory: str | Path) -> dict:
+    path = Path(directory) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run that notebook first (./run_all.sh).")
+    return json.loads(path.read_text(encoding="utf-8"))
