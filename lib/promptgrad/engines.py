@@ -60,7 +60,7 @@ class Engine:
 
     def __init__(self, model: str, cache: ResponseCache | None = None, system_prompt: str | None = None):
         self.model = model
-        self.cache = cache or ResponseCache(None)
+        self.cache = cache if cache is not None else ResponseCache(None)
         self.system_prompt = system_prompt
         self.usage = Usage()
 

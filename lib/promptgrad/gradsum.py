@@ -1,0 +1,606 @@
+"""GRAD-SUM (Austin & Chartock, arXiv 2407.12865): prompt optimization with an LLM judge,
+natural-language gradients, gradient summarization and a beam search.
+
+Five modules, each a function with its own prompt template (a module-level constant
+you can read, and override through the function's ``template=`` parameter):
+
+1. :func:`generate` - the task model answers a minibatch with the prompt (a template
+   holding ``{question}``, see ``promptgrad.tasks.format_prompt``);
+2. :func:`judge_outputs` - an LLM judge, given the task description, the evaluation
+   criteria and the expected answer when there is one, returns 0/1 and its reasoning
+   (temperature 0); unparseable verdicts are counted, never fatal;
+3. :func:`compute_gradients` - a natural-language critique of the prompt for each failed
+   example;
+4. :func:`summarize_gradients` - all critiques of one prompt condensed into one general
+   paragraph;
+5. :func:`edit_prompt` - new candidate prompts from prompt + feedback (temperature 0.5);
+   candidates that lost a template slot such as ``{question}`` are rejected and counted.
+
+:func:`optimize` runs the beam search; ``summarize=False`` is the paper's ablation (each raw
+critique goes to the editor, ProTeGi-style) through the same code path. Runs checkpoint
+after every iteration (JSON, atomic write) and resume from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+from pathlib import Path
+
+from .engines import Engine, Usage
+from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, summarize
+from .extraction import extract_answer
+from .tasks import Example, Task
+
+log = logging.getLogger(__name__)
+
+ROLES = ("generation", "judge", "gradient", "summary", "editor")
+DEFAULT_CRITERIA = {
+    True: "The response is correct: its final answer matches the expected answer.",
+    False: "The response is helpful, relevant, accurate, detailed and clearly written.",
+}
+
+JUDGE_TEMPLATE = """You are a strict grader of an AI assistant's response.
+Task: {task_description}
+Evaluation criteria: {criteria}
+
+Question:
+{input}
+{expected}
+Response:
+{output}
+
+First explain in one or two sentences whether the response meets the criteria. Then, on the last line, write "Score: 1" if it does or "Score: 0" if it does not."""
+
+JUDGE_EXPECTED = "\nExpected answer: {target}\n"
+
+GRADIENT_TEMPLATE = """You are improving a prompt for a language model.
+Task: {task_description}
+The prompt was:
+<prompt>{prompt}</prompt>
+
+With this prompt, the model was asked:
+{input}
+
+It answered:
+{output}
+{expected}
+A grader judged the answer a failure and said: {reasoning}
+
+In two or three sentences, explain what is wrong or missing in the prompt that led to this failure, and how the prompt should change."""
+
+GRADIENT_EXPECTED = "\nThe expected answer was: {target}\n"
+
+SUMMARY_TEMPLATE = """You are improving a prompt for a language model.
+Task: {task_description}
+The prompt was:
+<prompt>{prompt}</prompt>
+
+Here are critiques of this prompt, each written after a different failed example:
+{critiques}
+
+Summarize these critiques into one short, general paragraph of advice on how to improve the prompt. Do not mention specific examples."""
+
+EDIT_TEMPLATE = """You are improving a prompt for a language model.
+Task: {task_description}
+Current prompt:
+<prompt>{prompt}</prompt>
+
+Feedback on the current prompt:
+{feedback}
+
+Write one improved version of the prompt that follows the feedback. Keep the placeholder {question} exactly as written: it is where each question is inserted. Write the new prompt between <prompt> and </prompt>."""
+
+_VERDICT = re.compile(r"score\s*[:=]?\s*\**\s*([01])(?!\d|\.\d|/[2-9])", re.IGNORECASE)
+_PROMPT_MARKERS = re.compile(r"<prompt>(.*?)</prompt>", re.DOTALL | re.IGNORECASE)
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+def fill(template: str, **slots: str) -> str:
+    """Replace ``{name}`` for the given names in one pass (inserted text is not rescanned, and
+    slots not given, such as a literal ``{question}`` meant for the model, stay as they are)."""
+    return _SLOT.sub(lambda m: str(slots[m.group(1)]) if m.group(1) in slots else m.group(0), template)
+
+
+def template_slots(prompt: str) -> set[str]:
+    return set(_SLOT.findall(prompt))
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+
+class Tracker:
+    """Per-role usage (works when roles share one engine object) and malformed-output counts."""
+
+    def __init__(self):
+        self.usage = {role: Usage() for role in ROLES}
+        self.counts: dict[str, int] = {}
+        self.malformed: list[dict] = []
+
+    def chat(self, role: str, engine: Engine, conversations, **kwargs) -> list[list[str]]:
+        if not conversations:
+            return []
+        before = dataclasses.replace(engine.usage)
+        out = engine.chat(conversations, **kwargs)
+        after = engine.usage
+        delta = Usage(*(a - b for a, b in zip(dataclasses.astuple(after), dataclasses.astuple(before))))
+        self.usage[role] = self.usage[role] + delta
+        return out
+
+    def count(self, what: str, text: str = "", k: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + k
+        if text is not None and k:
+            self.malformed.append({"what": what, "text": text[:300]})
+            log.warning("gradsum: %s: %r", what, text[:120])
+
+    def state(self) -> dict:
+        return {"usage": {r: u.as_dict() for r, u in self.usage.items()}, "counts": dict(self.counts),
+                "malformed": self.malformed[-200:]}
+
+    def load(self, state: dict) -> None:
+        self.usage = {r: Usage(**state["usage"].get(r, {})) for r in ROLES}
+        self.counts = dict(state["counts"])
+        self.malformed = list(state["malformed"])
+
+
+# ---------------------------------------------------------------- the five modules
+
+
+def generate(engine: Engine, task: Task, prompt: str, examples: list[Example], *, max_tokens: int | None = None,
+             tracker: Tracker | None = None) -> list[str]:
+    """Module 1: the task model answers each example with the prompt (greedy)."""
+    tracker = tracker or Tracker()
+    conversations = build_conversations(task, prompt, examples)
+    outputs = tracker.chat("generation", engine, conversations, max_tokens=max_tokens or DEFAULT_MAX_TOKENS[task.kind],
+                           desc=f"{task.name} / generate")
+    return [o[0] for o in outputs]
+
+
+@dataclasses.dataclass
+class Verdict:
+    score: int | None   # 1 pass, 0 fail, None: the judge's output could not be parsed
+    reasoning: str      # the judge's text
+
+
+def parse_verdict(text: str) -> int | None:
+    """The last 'Score: 0/1' in the judge's text; a bare '0'/'1' answer also counts. None otherwise."""
+    found = _VERDICT.findall(text)
+    if found:
+        return int(found[-1])
+    bare = text.strip().strip(".*").strip()
+    return int(bare) if bare in ("0", "1") else None
+
+
+def judge_outputs(judge: Engine, task: Task, examples: list[Example], outputs: list[str], *,
+                  criteria: str | None = None, template: str = JUDGE_TEMPLATE, use_expected: bool = True,
+                  max_tokens: int = 96, tracker: Tracker | None = None) -> list[Verdict]:
+    """Module 2: an LLM judge scores each output 0/1 (temperature 0), keeping its reasoning.
+
+    The judge sees the task description, the criteria and, where the task has answers, the
+    expected answer (``use_expected``); for open tasks (MT-Bench) it judges by the criteria only.
+    An unparseable verdict gives ``Verdict(None, text)`` and is counted in ``tracker``.
+    """
+    if len(examples) != len(outputs):
+        raise ValueError(f"judge_outputs needs one output per example, got {len(outputs)} for {len(examples)}.")
+    tracker = tracker or Tracker()
+    criteria = criteria or DEFAULT_CRITERIA[task.has_answers]
+    conversations = []
+    for ex, out in zip(examples, outputs):
+        expected = fill(JUDGE_EXPECTED, target=ex.target) if use_expected and task.has_answers else ""
+        content = fill(template, task_description=task.description, criteria=criteria, input=ex.input,
+                       expected=expected, output=out or "(empty response)")
+        conversations.append([{"role": "user", "content": content}])
+    texts = [o[0] for o in tracker.chat("judge", judge, conversations, temperature=0.0, max_tokens=max_tokens,
+                                        desc=f"{task.name} / judge")]
+    verdicts = []
+    for text in texts:
+        score = parse_verdict(text)
+        if score is None:
+            tracker.count("judge_unparseable", text)
+        verdicts.append(Verdict(score, text))
+    return verdicts
+
+
+def compute_gradients(engine: Engine, task: Task, prompt: str, failures: list[tuple[Example, str, Verdict]], *,
+                      template: str = GRADIENT_TEMPLATE, max_tokens: int = 96,
+                      tracker: Tracker | None = None) -> list[str]:
+    """Module 3: one natural-language critique of the prompt per failed example.
+    Empty critiques are counted and dropped."""
+    tracker = tracker or Tracker()
+    conversations = []
+    for ex, out, verdict in failures:
+        expected = fill(GRADIENT_EXPECTED, target=ex.target) if task.has_answers else ""
+        content = fill(template, task_description=task.description, prompt=prompt, input=ex.input,
+                       output=out or "(empty response)", expected=expected,
+                       reasoning=verdict.reasoning or "(no reasoning given)")
+        conversations.append([{"role": "user", "content": content}])
+    texts = [o[0] for o in tracker.chat("gradient", engine, conversations, max_tokens=max_tokens,
+                                        desc=f"{task.name} / gradients")]
+    critiques = []
+    for text in texts:
+        if text.strip():
+            critiques.append(text.strip())
+        else:
+            tracker.count("gradient_empty", text)
+    return critiques
+
+
+def summarize_gradients(engine: Engine, task: Task, prompt: str, critiques: list[str], *,
+                        template: str = SUMMARY_TEMPLATE, max_tokens: int = 128,
+                        tracker: Tracker | None = None) -> str | None:
+    """Module 4: every critique of one prompt condensed into one general paragraph.
+    Returns None (counted) when the summary comes back empty."""
+    tracker = tracker or Tracker()
+    numbered = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(critiques))
+    content = fill(template, task_description=task.description, prompt=prompt, critiques=numbered)
+    text = tracker.chat("summary", engine, [[{"role": "user", "content": content}]], max_tokens=max_tokens,
+                        desc=f"{task.name} / summarize")[0][0].strip()
+    if not text:
+        tracker.count("summary_empty", text)
+        return None
+    return text
+
+
+def parse_candidate(text: str, required_slots: set[str]) -> tuple[str | None, str]:
+    """A candidate prompt from the editor's text: (prompt, 'ok') or (None, reason) where reason is
+    'unmarked' (no <prompt>...</prompt>), 'empty' or 'lost_slot' (a template slot is missing)."""
+    found = _PROMPT_MARKERS.findall(text)
+    if not found:
+        return None, "unmarked" if text.strip() else "empty"
+    candidate = found[-1].strip()
+    if not candidate:
+        return None, "empty"
+    if not required_slots <= template_slots(candidate):
+        return None, "lost_slot"
+    return candidate, "ok"
+
+
+def edit_prompt(engine: Engine, task: Task, prompt: str, feedback: list[str], *, n: int = 2,
+                temperature: float = 0.5, template: str = EDIT_TEMPLATE, max_tokens: int = 128, seed: int = 0,
+                tracker: Tracker | None = None) -> list[str]:
+    """Module 5: new candidate prompts, ``n`` per feedback text (sampled at ``temperature``).
+
+    Candidates without the <prompt> markers, empty ones, and ones that lost a template slot of
+    ``prompt`` (``{question}``) are rejected and counted; duplicates and the prompt itself dropped.
+    """
+    tracker = tracker or Tracker()
+    slots = template_slots(prompt)
+    conversations = [[{"role": "user", "content": fill(template, task_description=task.description, prompt=prompt,
+                                                       feedback=f)}] for f in feedback]
+    outputs = tracker.chat("editor", engine, conversations, n=n, temperature=temperature, max_tokens=max_tokens,
+                           seed=seed, desc=f"{task.name} / edit")
+    candidates: list[str] = []
+    for texts in outputs:
+        for text in texts:
+            candidate, status = parse_candidate(text, slots)
+            if status == "lost_slot":
+                tracker.count("candidates_rejected_lost_slot", text)
+            elif status != "ok":
+                tracker.count(f"editor_{status}", text)
+            elif candidate != prompt and candidate not in candidates:
+                candidates.append(candidate)
+    return candidates
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclasses.dataclass
+class Scored:
+    """A prompt's outputs on examples, with the judge's verdicts and (where answers exist) exact match."""
+
+    outputs: list[str]
+    verdicts: list[Verdict]
+    exact: list[bool] | None
+
+    @property
+    def judge_score(self) -> float:
+        return sum(v.score or 0 for v in self.verdicts) / len(self.verdicts) if self.verdicts else 0.0
+
+    @property
+    def exact_score(self) -> float | None:
+        return sum(self.exact) / len(self.exact) if self.exact else None
+
+
+def score_prompt(generator: Engine, judge: Engine, task: Task, prompt: str, examples: list[Example], *,
+                 criteria: str | None = None, max_tokens: int | None = None, judge_max_tokens: int = 96,
+                 judge_template: str = JUDGE_TEMPLATE, tracker: Tracker | None = None) -> Scored:
+    """Generation + judge on examples; exact match too where the task has answers."""
+    tracker = tracker or Tracker()
+    outputs = generate(generator, task, prompt, examples, max_tokens=max_tokens, tracker=tracker)
+    verdicts = judge_outputs(judge, task, examples, outputs, criteria=criteria, template=judge_template,
+                             max_tokens=judge_max_tokens, tracker=tracker)
+    exact = None
+    if task.has_answers:
+        exact = [extract_answer(o, task.kind) == ex.target for o, ex in zip(outputs, examples)]
+    return Scored(outputs, verdicts, exact)
+
+
+def evaluate_with_judge(generator: Engine, judge: Engine, task: Task, prompt: str, examples: list[Example], *,
+                        criteria: str | None = None, max_tokens: int | None = None, judge_max_tokens: int = 96,
+                        tracker: Tracker | None = None) -> Evaluation:
+    """An ``Evaluation`` scored by the judge (for tasks without answers, e.g. MT-Bench):
+    ``accuracy`` is the mean judge score; unparseable verdicts are the format failures."""
+    scored = score_prompt(generator, judge, task, prompt, examples, criteria=criteria, max_tokens=max_tokens,
+                          judge_max_tokens=judge_max_tokens, tracker=tracker)
+    records = [{"id": ex.id, "input": task.format(ex, prompt), "output": out, "parsed": v.score, "gold": ex.target,
+                "correct": v.score == 1, "judge_reasoning": v.reasoning}
+               for ex, out, v in zip(examples, scored.outputs, scored.verdicts)]
+    return Evaluation(records, summarize(records))
+
+
+# ---------------------------------------------------------------- beam search
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (unreadable, incomplete, or from another configuration)."""
+
+
+@dataclasses.dataclass
+class GradSumRun:
+    """What :func:`optimize` returns (and what its checkpoint holds)."""
+
+    config: dict
+    beam: list[dict]            # [{"prompt", "score"}], best first
+    history: list[dict]         # per iteration: beam scores, candidates and their validation scores
+    counts: dict                # malformed outputs and rejections, by kind
+    usage: dict                 # per role: Usage
+    agreement: dict             # judge vs exact match: {"agree", "n"} over every judged example with answers
+    malformed: list[dict]
+    completed: int              # iterations done
+
+    @property
+    def best_prompt(self) -> str:
+        return self.beam[0]["prompt"]
+
+    @property
+    def agreement_rate(self) -> float | None:
+        return self.agreement["agree"] / self.agreement["n"] if self.agreement["n"] else None
+
+    def beam_scores(self) -> list[list[float]]:
+        """Validation scores of the beam, per iteration (iteration 0: the initial prompt)."""
+        return [h["beam_scores"] for h in self.history]
+
+    def best_curve(self) -> list[float]:
+        return [max(s) for s in self.beam_scores()]
+
+    def total_usage(self) -> Usage:
+        total = Usage()
+        for u in self.usage.values():
+            total = total + u
+        return total
+
+    def summary(self) -> dict:
+        """JSON-ready facts for metrics.json."""
+        return {"best_prompt": self.best_prompt, "beam": self.beam, "beam_scores": self.beam_scores(),
+                "agreement_rate": self.agreement_rate, "agreement_n": self.agreement["n"],
+                "counts": self.counts, "usage": {r: u.as_dict() for r, u in self.usage.items()},
+                "iterations": self.completed}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        missing = {"fingerprint", "completed", "beam", "history", "val_scores", "tracker", "agreement"} - set(state)
+        if missing:
+            raise CheckpointError(f"keys {sorted(missing)} are missing")
+    except (json.JSONDecodeError, UnicodeDecodeError, CheckpointError, AttributeError, TypeError) as err:
+        raise CheckpointError(
+            f"Checkpoint {path} is corrupt ({type(err).__name__}: {err}); it was not used. Delete it to start "
+            f"over, or pass another checkpoint path.") from err
+    if state["fingerprint"] != fingerprint:
+        raise CheckpointError(
+            f"Checkpoint {path} belongs to another configuration (task, prompt, models, sizes or templates "
+            f"differ); it was not used. Delete it, or pass another checkpoint path.")
+    return state
+
+
+def _engine_name(engine: Engine) -> str:
+    return f"{engine.kind}:{engine.model}"
+
+
+def optimize(task: Task, train: list[Example], val: list[Example], *, initial_prompt: str,
+             generator: Engine, judge: Engine | None = None, gradient_engine: Engine | None = None,
+             editor: Engine | None = None, summarizer: Engine | None = None, criteria: str | None = None,
+             beam: int = 3, children: int = 2, iterations: int = 10, minibatch: int = 30, summarize: bool = True,
+             editor_temperature: float = 0.5, max_tokens: int | None = None, judge_max_tokens: int = 96,
+             gradient_max_tokens: int = 96, summary_max_tokens: int = 128, editor_max_tokens: int = 128,
+             max_failures: int | None = None, seed: int = 0, checkpoint: str | Path | None = None,
+             templates: dict[str, str] | None = None) -> GradSumRun:
+    """GRAD-SUM's beam search.
+
+    Each iteration, for each prompt in the beam: generate on a training minibatch, judge,
+    write a critique per failed example (at most ``max_failures``), then either summarize all
+    critiques into one paragraph and ask the editor for ``children`` candidates from it
+    (``summarize=True``, GRAD-SUM), or send each raw critique to the editor (``summarize=False``,
+    the paper's ablation, ProTeGi-style) and keep ``children`` of the resulting candidates (seeded
+    draw) so both arms score the same number of candidates. Candidates are scored on ``val`` by
+    the judge's mean score; the best ``beam`` prompts of beam + candidates survive.
+
+    ``judge``, ``gradient_engine``, ``summarizer`` and ``editor`` default to ``generator``.
+    ``templates`` overrides module templates by name: judge, gradient, summary, edit.
+    ``checkpoint``: a JSON file written after every iteration; an existing one is resumed (a
+    corrupt one, or one from another configuration, raises :class:`CheckpointError`).
+    """
+    if not initial_prompt or "{question}" not in initial_prompt:
+        raise ValueError(f"initial_prompt must be a template holding the slot {{question}}, got {initial_prompt!r}; "
+                         f"for example \"{{question}}\\nLet's think step by step.\"")
+    if beam < 1 or children < 1 or iterations < 0 or minibatch < 1:
+        raise ValueError(f"beam, children and minibatch must be >= 1 and iterations >= 0; got beam={beam}, "
+                         f"children={children}, minibatch={minibatch}, iterations={iterations}.")
+    if not train or not val:
+        raise ValueError(f"optimize needs training and validation examples; got {len(train)} and {len(val)}.")
+    judge = judge or generator
+    gradient_engine = gradient_engine or generator
+    summarizer = summarizer or gradient_engine
+    editor = editor or generator
+    t = {"judge": JUDGE_TEMPLATE, "gradient": GRADIENT_TEMPLATE, "summary": SUMMARY_TEMPLATE, "edit": EDIT_TEMPLATE,
+         **(templates or {})}
+    unknown = set(t) - {"judge", "gradient", "summary", "edit"}
+    if unknown:
+        raise ValueError(f"Unknown template name(s) {sorted(unknown)}; expected judge, gradient, summary, edit.")
+    criteria = criteria or DEFAULT_CRITERIA[task.has_answers]
+
+    config = dict(task=task.name, initial_prompt=initial_prompt, beam=beam, children=children, minibatch=minibatch,
+                  summarize=summarize, editor_temperature=editor_temperature, max_tokens=max_tokens,
+                  judge_max_tokens=judge_max_tokens, gradient_max_tokens=gradient_max_tokens,
+                  summary_max_tokens=summary_max_tokens, editor_max_tokens=editor_max_tokens,
+                  max_failures=max_failures, seed=seed, criteria=criteria,
+                  engines={"generation": _engine_name(generator), "judge": _engine_name(judge),
+                           "gradient": _engine_name(gradient_engine), "summary": _engine_name(summarizer),
+                           "editor": _engine_name(editor)},
+                  train=[ex.id for ex in train], val=[ex.id for ex in val], templates=t)
+    fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    config["iterations"] = iterations
+
+    tracker = Tracker()
+    agreement = {"agree": 0, "n": 0}
+    val_scores: dict[str, float] = {}
+    path = Path(checkpoint) if checkpoint else None
+    state = _load_checkpoint(path, fingerprint) if path else None
+
+    def score_val(prompt: str) -> float:
+        if prompt not in val_scores:
+            scored = score_prompt(generator, judge, task, prompt, val, criteria=criteria, max_tokens=max_tokens,
+                                  judge_max_tokens=judge_max_tokens, judge_template=t["judge"], tracker=tracker)
+            record_agreement(scored)
+            val_scores[prompt] = scored.judge_score
+        return val_scores[prompt]
+
+    def record_agreement(scored: Scored) -> None:
+        if scored.exact is None:
+            return
+        for v, e in zip(scored.verdicts, scored.exact):
+            if v.score is not None:
+                agreement["n"] += 1
+                agreement["agree"] += int((v.score == 1) == e)
+
+    if state is not None:
+        tracker.load(state["tracker"])
+        agreement.update(state["agreement"])
+        val_scores.update(state["val_scores"])
+        current = [b["prompt"] for b in state["beam"]]
+        history = state["history"]
+        start = state["completed"]
+        log.info("gradsum: resumed %s from %s after iteration %d", task.name, path, start)
+    else:
+        current = [initial_prompt]
+        history = [{"iteration": 0, "beam": current, "beam_scores": [score_val(initial_prompt)], "candidates": []}]
+        start = 0
+
+    def save(completed: int) -> None:
+        if path is None:
+            return
+        _write_json_atomic(path, {"fingerprint": fingerprint, "config": config, "completed": completed,
+                                  "beam": [{"prompt": p, "score": val_scores[p]} for p in current],
+                                  "history": history, "val_scores": val_scores, "tracker": tracker.state(),
+                                  "agreement": agreement})
+
+    for iteration in range(start + 1, iterations + 1):
+        rng = random.Random(f"{seed}-{task.name}-minibatch-{iteration}")
+        batch = rng.sample(train, min(minibatch, len(train)))
+        candidates: list[str] = []
+        feedback_log = []
+        for k, prompt in enumerate(current):
+            scored = score_prompt(generator, judge, task, prompt, batch, criteria=criteria, max_tokens=max_tokens,
+                                  judge_max_tokens=judge_max_tokens, judge_template=t["judge"], tracker=tracker)
+            record_agreement(scored)
+            failures = [(ex, out, v) for ex, out, v in zip(batch, scored.outputs, scored.verdicts) if v.score != 1]
+            if max_failures is not None:
+                failures = failures[:max_failures]
+            if not failures:
+                feedback_log.append({"prompt": prompt, "failures": 0, "feedback": []})
+                continue
+            critiques = compute_gradients(gradient_engine, task, prompt, failures, template=t["gradient"],
+                                          max_tokens=gradient_max_tokens, tracker=tracker)
+            if not critiques:
+                continue
+            edit_seed = seed * 1000 + iteration * 10 + k
+            if summarize:
+                summary = summarize_gradients(summarizer, task, prompt, critiques, template=t["summary"],
+                                              max_tokens=summary_max_tokens, tracker=tracker)
+                feedback = [summary] if summary else []
+                new = edit_prompt(editor, task, prompt, feedback, n=children, temperature=editor_temperature,
+                                  template=t["edit"], max_tokens=editor_max_tokens, seed=edit_seed,
+                                  tracker=tracker) if feedback else []
+            else:
+                feedback = critiques
+                new = edit_prompt(editor, task, prompt, feedback, n=1, temperature=editor_temperature,
+                                  template=t["edit"], max_tokens=editor_max_tokens, seed=edit_seed, tracker=tracker)
+                if len(new) > children:
+                    new = random.Random(f"{seed}-{task.name}-pick-{iteration}-{k}").sample(new, children)
+            feedback_log.append({"prompt": prompt, "failures": len(failures), "feedback": feedback})
+            candidates += [c for c in new if c not in candidates and c not in current]
+        pool = list(dict.fromkeys(current + candidates))
+        scores = {p: score_val(p) for p in pool}
+        current = sorted(pool, key=lambda p: -scores[p])[:beam]  # stable: earlier prompts win ties
+        history.append({"iteration": iteration, "beam": current, "beam_scores": [scores[p] for p in current],
+                        "candidates": [{"prompt": c, "score": scores[c]} for c in candidates],
+                        "feedback": feedback_log})
+        save(iteration)
+        log.info("gradsum: %s iteration %d: best %.3f", task.name, iteration, scores[current[0]])
+
+    if path is not None and start == 0 and iterations == 0:
+        save(0)
+    return GradSumRun(config=config, beam=[{"prompt": p, "score": val_scores[p]} for p in current],
+                      history=history, counts=dict(tracker.counts), usage=dict(tracker.usage),
+                      agreement=dict(agreement), malformed=list(tracker.malformed),
+                      completed=max(start, iterations))
+
+
+# ---------------------------------------------------------------- test-split evaluation
+
+
+def evaluate_methods(generator: Engine, judge: Engine, task: Task, prompts: dict[str, str], examples: list[Example],
+                     results=None, *, criteria: str | None = None, max_tokens: int | None = None,
+                     judge_max_tokens: int = 96, tracker: Tracker | None = None) -> dict[str, Evaluation]:
+    """Score named prompts on the test split: exact match through the shared protocol
+    (``evaluate_prompt``) where the task has answers, else the judge's mean score.
+    Rows go to ``results`` with ``scored_by`` = 'exact' or 'judge'."""
+    from .evaluation import evaluate_prompt
+
+    tracker = tracker or Tracker()
+    evaluations = {}
+    for method, prompt in prompts.items():
+        if task.has_answers:
+            before = dataclasses.replace(generator.usage)
+            evaluation = evaluate_prompt(generator, task, prompt, examples, max_tokens=max_tokens,
+                                         desc=f"{task.name} / {method}")
+            tracker.usage["generation"] = tracker.usage["generation"] + Usage(
+                *(a - b for a, b in zip(dataclasses.astuple(generator.usage), dataclasses.astuple(before))))
+        else:
+            evaluation = evaluate_with_judge(generator, judge, task, prompt, examples, criteria=criteria,
+                                             max_tokens=max_tokens, judge_max_tokens=judge_max_tokens,
+                                             tracker=tracker)
+        evaluations[method] = evaluation
+        if results is not None:
+            results.add(task.name, method, evaluation, prompt, split="test",
+                        scored_by="exact" if task.has_answers else "judge")
+    return evaluations
+
+
+def usage_by_role(trackers_and_runs) -> dict[str, dict]:
+    """Per-role usage summed over runs (GradSumRun) and trackers, as JSON-ready dicts."""
+    total = {role: Usage() for role in ROLES}
+    for item in trackers_and_runs:
+        usage = item.usage
+        for role in ROLES:
+            total[role] = total[role] + usage.get(role, Usage())
+    return {role: u.as_dict() for role, u in total.items()}

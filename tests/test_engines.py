@@ -1,0 +1,95 @@
+import sqlite3
+
+import pytest
+
+from promptgrad import ResponseCache, make_engine
+from promptgrad.engines import OpenAIEngine
+from promptgrad.models import check_model_name
+
+from fakes import ScriptedEngine
+
+CONV = [{"role": "user", "content": "Is 2 even?"}]
+
+
+def test_second_identical_call_makes_no_model_call(tmp_path):
+    engine = ScriptedEngine(lambda c, i: f"yes {i}", cache=ResponseCache(tmp_path / "c.sqlite"))
+    first = engine.chat([CONV, CONV], n=2, temperature=1.0)
+    assert engine.usage.model_calls == 4
+    again = ScriptedEngine(lambda c, i: "different", cache=ResponseCache(tmp_path / "c.sqlite"))
+    assert again.chat([CONV, CONV], n=2, temperature=1.0) == first == [["yes 0", "yes 1"]] * 2
+    assert again.usage.model_calls == 0 and again.usage.cache_hits == 4 and again.sent == []
+
+
+def test_cache_keys_separate_parameters_and_samples(tmp_path):
+    engine = ScriptedEngine(lambda c, i: f"s{i}", cache=ResponseCache(tmp_path / "c.sqlite"))
+    engine.chat([CONV], n=1, temperature=0.0)
+    engine.chat([CONV], n=1, temperature=0.0, max_tokens=7)   # other max_tokens: a miss
+    engine.chat([CONV], n=3, temperature=1.0)                 # samples 1 and 2 are new: a miss
+    engine.chat([CONV], n=3, temperature=1.0, seed=5)         # another seed: a miss
+    assert engine.usage.model_calls == 1 + 1 + 3 + 3
+
+
+def test_cache_off_always_calls():
+    engine = ScriptedEngine(lambda c, i: "x", cache=ResponseCache(None))
+    engine.chat([CONV])
+    engine.chat([CONV])
+    assert engine.usage.model_calls == 2
+
+
+def test_corrupt_cache_is_moved_aside_not_used(tmp_path, caplog):
+    path = tmp_path / "c.sqlite"
+    ScriptedEngine(lambda c, i: "x", cache=ResponseCache(path)).chat([CONV])
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + b"\x00garbage" * 200)  # truncated / overwritten
+    cache = ResponseCache(path)
+    assert (tmp_path / "c.sqlite.corrupt").exists()
+    assert "corrupt" in caplog.text
+    assert len(cache) == 0
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+def test_system_prompt_is_part_of_the_conversation(tmp_path):
+    engine = ScriptedEngine(lambda c, i: c[0]["content"])
+    engine.system_prompt = "Be brief."
+    assert engine.chat([CONV])[0][0] == "Be brief."
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(n=0), "n and max_tokens"), (dict(max_tokens=0), "n and max_tokens"), (dict(temperature=-1), "temperature"),
+])
+def test_bad_generation_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ScriptedEngine(lambda c, i: "x").chat([CONV], **kwargs)
+
+
+def test_openai_engine_without_key_says_what_to_do(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="OPENAI_API_KEY"):
+        OpenAIEngine("gpt-4o-mini")
+    engine = OpenAIEngine("local-model", base_url="http://127.0.0.1:9/v1")  # a local server needs no key
+    assert engine.client.api_key == "EMPTY"
+
+
+def test_bad_model_and_engine_names_fail_before_loading():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        check_model_name("./no/such/model")
+    with pytest.raises(ValueError, match="Unknown engine kind 'vllm'"):
+        make_engine({"kind": "vllm", "model": "x"})
+    with pytest.raises(ValueError, match="non-empty"):
+        check_model_name("")
+
+
+def test_batched_greedy_generation_matches_one_at_a_time(local_engine):
+    convs = [[{"role": "user", "content": q}] for q in
+             ("What is 2+2?", "Name a colour.", "Write the word 'cat' backwards, then explain in one line.")]
+    batched = local_engine.chat(convs, max_tokens=12)
+    singles = [local_engine.chat([c], max_tokens=12)[0] for c in convs]
+    assert batched == singles
+    assert local_engine.usage.completion_tokens > 0 and local_engine.usage.prompt_tokens > 0
+
+
+def test_sampling_gives_distinct_samples(local_engine):
+    out = local_engine.chat([[{"role": "user", "content": "Invent a name for a cat."}]], n=3, temperature=1.0,
+                            max_tokens=8, seed=3)[0]
+    assert len(out) == 3 and len(set(out)) > 1

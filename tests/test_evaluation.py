@@ -1,0 +1,82 @@
+import json
+import math
+
+import pytest
+
+from promptgrad import Results, evaluate_prompt, get_task, paired_difference, wilson_interval
+from promptgrad.evaluation import summarize
+from promptgrad.tasks import Example
+
+from fakes import ScriptedEngine
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(8, 10)  # reference values from statsmodels proportion_confint(method="wilson")
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    narrow, wide = wilson_interval(436, 872), wilson_interval(50, 100)
+    assert (narrow[1] - narrow[0]) < (wide[1] - wide[0])
+
+
+def test_paired_difference():
+    a = [True] * 60 + [False] * 40
+    b = [True] * 40 + [False] * 60
+    diff = paired_difference(a, b)
+    assert diff["difference"] == pytest.approx(0.2)
+    assert diff["ci95"][0] > 0  # A is right on every item B is right on, and 20 more
+    same = paired_difference(a, a)
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError):
+        paired_difference([True], [True, False])
+
+
+def test_format_failures_are_reported_apart():
+    records = [{"parsed": "yes", "correct": True}, {"parsed": "no", "correct": False},
+               {"parsed": None, "correct": False}, {"parsed": None, "correct": False}]
+    s = summarize(records)
+    assert s["accuracy"] == 0.25 and s["format_failure_rate"] == 0.5 and s["accuracy_parsed"] == 0.5
+    assert s["ci95"][0] <= s["accuracy"] <= s["ci95"][1]
+
+
+EXAMPLES = [Example("Is 4 even?", "yes", id="a"), Example("Is 3 even?", "no", id="b"),
+            Example("Is 7 even?", "no", id="c")]
+
+
+def test_evaluate_prompt_direct_and_forced():
+    task = get_task("bbh/navigate")
+    answers = {"Is 4 even?\nThink.": "Yes.", "Is 3 even?\nThink.": "Yes!", "Is 7 even?\nThink.": "Hmm."}
+    engine = ScriptedEngine(lambda c, i: answers.get(c[-1]["content"], "No"))
+    ev = evaluate_prompt(engine, task, "Think.", EXAMPLES)
+    assert [r["parsed"] for r in ev.records] == ["yes", "yes", None]
+    assert [r["correct"] for r in ev.records] == [True, False, False]
+    assert ev.summary["format_failures"] == 1
+    forced = evaluate_prompt(engine, task, "Think.", EXAMPLES, protocol="forced")
+    assert engine.sent[-1][-1]["content"] == task.answer_format
+    assert [r["parsed"] for r in forced.records] == ["no", "no", "no"]  # the second turn is extracted
+    assert forced.records[2]["output"] == "Hmm." and forced.records[2]["forced_output"] == "No"
+
+
+def test_evaluate_prompt_rejects_open_tasks_and_bad_protocols():
+    engine = ScriptedEngine(lambda c, i: "x")
+    with pytest.raises(ValueError, match="judge"):
+        evaluate_prompt(engine, get_task("mt_bench"), "", EXAMPLES)
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_prompt(engine, get_task("bbh/navigate"), "", EXAMPLES, protocol="three-turn")
+
+
+def test_results_follow_the_schema(tmp_path):
+    engine = ScriptedEngine(lambda c, i: "Yes")
+    ev = evaluate_prompt(engine, get_task("bbh/navigate"), "", EXAMPLES)
+    results = Results(tmp_path / "00_demo", "smoke", "scripted", 0)
+    results.add("bbh/navigate", "text", ev, "")
+    results.add("bbh/navigate", "text", ev, "")  # re-adding replaces, never duplicates
+    results.save_table(results.table(), "table")
+    metrics = json.loads(results.write(engine.usage).read_text())
+    assert metrics["notebook"] == "00_demo" and metrics["profile"] == "smoke"
+    assert set(metrics["cost"]) >= {"model_calls", "prompt_tokens", "completion_tokens", "wall_seconds"}
+    (row,) = metrics["rows"]
+    assert {"task", "method", "prompt", "split", "n", "accuracy", "ci95", "format_failure_rate"} <= set(row)
+    assert row["n"] == 3 and math.isclose(row["accuracy"], 1 / 3)
+    assert (tmp_path / "00_demo" / "table.md").read_text().startswith("| task")
+    assert len((tmp_path / "00_demo" / "records" / "bbh_navigate__text__test.jsonl").read_text().splitlines()) == 3
