@@ -246,7 +246,8 @@ def encode_examples(engine, task: Task, prompt_text: str, examples: list[Example
 
 
 def _config_hash(config: TrainConfig, soft: SoftPrompt, examples: list[Example], method: str) -> str:
-    blob = json.dumps([dataclasses.asdict(config), soft.init_text, soft.placement, method,
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "steps"}  # batches do not depend on it
+    blob = json.dumps([settings, soft.init_text, soft.placement, method, soft.model_name,
                        [e.id for e in examples]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -393,3 +394,100 @@ def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Exa
         peft_model.unload() if hasattr(peft_model, "unload") else None
     seconds = (time.perf_counter() - start_time) / max(1, len(losses))
     return soft, TrainLog(losses, seconds, dataclasses.asdict(config))
+
+
+# ---------------------------------------------------------------- learning-rate choice
+
+
+@dataclasses.dataclass
+class Fit:
+    soft: SoftPrompt
+    log: TrainLog
+    learning_rate: float
+    sweep: list[dict]          # one row per learning rate: dev accuracy after the short run
+
+
+def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example], config: TrainConfig,
+        learning_rates: list[float], sweep_steps: int, init_text: str, placement: str = "after",
+        base_model_path: str | None = None, checkpoint_dir: str | Path | None = None) -> Fit:
+    """Choose the learning rate on the dev split, then train with it.
+
+    Each rate gets a short run of ``sweep_steps``; the rate with the best dev accuracy (ties:
+    lower dev loss is not needed, the smaller rate wins) is trained for ``config.steps``
+    from the start. ``method`` is ``"embedgrad"`` or ``"peft"`` (PEFT prompt tuning, prefix).
+    The test split is never seen here.
+    """
+    from .evaluation import evaluate_prompt
+
+    if method not in ("embedgrad", "peft"):
+        raise ValueError(f"Unknown method '{method}'; expected 'embedgrad' or 'peft'.")
+    if not learning_rates:
+        raise ValueError("learning_rates must name at least one rate.")
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+
+    def train_once(lr: float, steps: int, tag: str) -> tuple[SoftPrompt, TrainLog]:
+        run = dataclasses.replace(config, lr=lr, steps=steps)
+        label = f"{method} {task.name} lr={lr:g}{tag}"
+        if method == "peft":
+            return train_peft_prompt_tuning(init_text, engine, task, train, run, base_model_path, desc=label)
+        soft = SoftPrompt(init_text, engine.tokenizer, engine.hf_model, placement, engine.model)
+        path = ckpt / f"{task.name.replace('/', '_')}_lr{lr:g}.pt" if ckpt else None
+        return soft, train_soft_prompt(soft, engine, task, train, run, checkpoint=path, desc=label)
+
+    sweep = []
+    for lr in learning_rates:
+        if len(learning_rates) == 1:
+            break
+        soft, log = train_once(lr, sweep_steps, " (sweep)")
+        dev_eval = evaluate_prompt(engine, task, soft, dev, desc=f"dev lr={lr:g}")
+        sweep.append({"method": method, "task": task.name, "lr": lr, "steps": sweep_steps,
+                      "dev_accuracy": dev_eval.summary["accuracy"], "final_loss": log.losses[-1]})
+    best = max(sweep, key=lambda r: (r["dev_accuracy"], -r["lr"]))["lr"] if sweep else learning_rates[0]
+    soft, log = train_once(best, config.steps, "")
+    return Fit(soft, log, best, sweep)
+
+
+# ---------------------------------------------------------------- one task, end to end
+
+
+@dataclasses.dataclass
+class TaskRun:
+    task: str
+    evaluations: dict          # method -> Evaluation on the test split
+    fits: dict                 # method -> Fit
+    prompts: dict              # method -> the prompt evaluated (text or SoftPrompt)
+
+
+METHOD_NAMES = {"text": "text prompt", "embedgrad": "EmbedGrad", "peft": "PEFT prompt tuning"}
+
+
+def reproduce(engine, task: Task, splits, init_text: str, config: TrainConfig, learning_rates: list[float],
+              sweep_steps: int, placement: str = "after", methods: tuple[str, ...] = ("embedgrad", "peft"),
+              base_model_path: str | None = None, checkpoint_dir: str | Path | None = None,
+              max_tokens: int | None = None) -> TaskRun:
+    """The text prompt, then each trained method, all scored once on the test split."""
+    from .evaluation import evaluate_prompt
+
+    prompts: dict = {"text": init_text}
+    fits = {}
+    for method in methods:
+        fits[method] = fit(method, engine, task, splits.train, splits.dev, config, learning_rates, sweep_steps,
+                           init_text, placement, base_model_path,
+                           Path(checkpoint_dir) / method if checkpoint_dir else None)
+        prompts[method] = fits[method].soft
+    evaluations = {m: evaluate_prompt(engine, task, p, splits.test, placement=placement, max_tokens=max_tokens,
+                                      desc=f"{task.name} / {METHOD_NAMES[m]} (test)")
+                   for m, p in prompts.items()}
+    return TaskRun(task.name, evaluations, fits, prompts)
+
+
+def record(results, run: TaskRun) -> None:
+    """Rows for ``results``: accuracy, CI, format failures, learning rate and train time."""
+    for method, evaluation in run.evaluations.items():
+        extra = {}
+        if method in run.fits:
+            f = run.fits[method]
+            extra = {"lr": f.learning_rate, "steps": len(f.log.losses),
+                     "seconds_per_step": round(f.log.seconds_per_step, 3),
+                     "train_seconds": round(f.log.seconds_per_step * len(f.log.losses), 1)}
+        results.add(run.task, METHOD_NAMES[method], evaluation, run.prompts[method], **extra)

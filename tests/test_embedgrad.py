@@ -1,0 +1,157 @@
+import hashlib
+
+import pytest
+import torch
+
+from promptgrad import evaluate_prompt, get_task, make_splits
+from promptgrad.embedgrad import SoftPrompt, TrainConfig, train_soft_prompt, target_loss, training_target
+from promptgrad.models import local_model_path
+
+INIT = "please reason step by step"
+
+
+@pytest.fixture(scope="module")
+def sst2(data_dir):
+    return get_task("sst2"), make_splits("sst2", 8, 0, 4, seed=0)
+
+
+def _weights_hash(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _soft(engine, placement="after"):
+    return SoftPrompt(INIT, engine.tokenizer, engine.hf_model, placement, engine.model)
+
+
+def test_soft_prompt_at_start_equals_the_text_prompt(local_engine, sst2):
+    task, splits = sst2
+    soft = _soft(local_engine)
+    assert soft.k == len(local_engine.tokenizer(INIT, add_special_tokens=False).input_ids)
+    text_out = evaluate_prompt(local_engine, task, INIT, splits.test, max_tokens=10).records
+    soft_out = evaluate_prompt(local_engine, task, soft, splits.test, max_tokens=10).records
+    assert [r["output"] for r in text_out] == [r["output"] for r in soft_out]
+    # and the same next-token distribution, not only the same argmax
+    text = local_engine.render([{"role": "user", "content": task.format(splits.test[0], INIT)}])
+    ids = local_engine.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    spliced = local_engine.render([{"role": "user", "content": task.format(splits.test[0], soft.slot_text())}])
+    with torch.no_grad():
+        a = local_engine.hf_model(input_ids=ids).logits[0, -1]
+        b = local_engine.hf_model(**soft.build_inputs([spliced], local_engine.tokenizer, local_engine.hf_model)
+                                  ).logits[0, -1]
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_training_moves_only_the_prompt_and_lowers_the_loss(local_engine, sst2):
+    task, splits = sst2
+    before = _weights_hash(local_engine.hf_model)
+    soft = _soft(local_engine)
+    log = train_soft_prompt(soft, local_engine, task, splits.train, TrainConfig(steps=6, batch_size=4, lr=3e-2))
+    assert _weights_hash(local_engine.hf_model) == before
+    assert not any(p.requires_grad for p in local_engine.hf_model.parameters())
+    assert not torch.equal(soft.embeddings.detach(), soft.start)
+    assert min(log.losses[-2:]) < log.losses[0]
+
+
+def test_trust_region_and_l2_penalty_limit_drift(local_engine, sst2):
+    task, splits = sst2
+    free, ball, pulled = _soft(local_engine), _soft(local_engine), _soft(local_engine)
+    cfg = TrainConfig(steps=3, batch_size=4, lr=0.1)
+    train_soft_prompt(free, local_engine, task, splits.train, cfg)
+    train_soft_prompt(ball, local_engine, task, splits.train, TrainConfig(steps=3, batch_size=4, lr=0.1,
+                                                                           trust_radius=0.05))
+    train_soft_prompt(pulled, local_engine, task, splits.train, TrainConfig(steps=3, batch_size=4, lr=0.1,
+                                                                             l2_penalty=100.0))
+    dist = {name: (s.embeddings.detach() - s.start).norm(dim=-1) for name, s in
+            (("free", free), ("ball", ball), ("pulled", pulled))}
+    assert dist["free"].max() > 0.05
+    assert dist["ball"].max() <= 0.05 + 1e-5
+    assert dist["pulled"].sum() < dist["free"].sum()
+
+
+def test_save_and_load_give_identical_outputs(local_engine, sst2, tmp_path):
+    task, splits = sst2
+    soft = _soft(local_engine, "before")
+    train_soft_prompt(soft, local_engine, task, splits.train, TrainConfig(steps=1, batch_size=4, lr=0.05))
+    soft.save(tmp_path / "p", lr=0.05)
+    again = SoftPrompt.load(tmp_path / "p", local_engine.tokenizer, local_engine.hf_model)
+    assert again.placement == "before" and again.fingerprint() == soft.fingerprint()
+    assert [r["output"] for r in evaluate_prompt(local_engine, task, soft, splits.test, max_tokens=8).records] == \
+        [r["output"] for r in evaluate_prompt(local_engine, task, again, splits.test, max_tokens=8).records]
+
+
+def test_peft_export_round_trip(local_engine, sst2, tmp_path):
+    from peft import PeftModel
+
+    task, splits = sst2
+    soft = _soft(local_engine, "prefix")
+    with torch.no_grad():
+        soft.embeddings.add_(0.01 * torch.randn_like(soft.embeddings))
+    before = _weights_hash(local_engine.hf_model)
+    soft.export_peft(tmp_path / "adapter", local_engine.hf_model, local_model_path(local_engine.model))
+    assert _weights_hash(local_engine.hf_model) == before
+    text = local_engine.render([{"role": "user", "content": task.format(splits.test[0], soft.slot_text())}])
+    ids = local_engine.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        ours = local_engine.hf_model(**soft.build_inputs([text], local_engine.tokenizer, local_engine.hf_model)
+                                     ).logits[0, -1]
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(local_model_path(local_engine.model))
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    with pytest.raises(ValueError, match="always prepends"):
+        _soft(local_engine, "after").export_peft(tmp_path / "x", local_engine.hf_model, "x")
+
+
+def test_checkpoint_resume_matches_an_uninterrupted_run(local_engine, sst2, tmp_path, caplog):
+    task, splits = sst2
+    cfg = TrainConfig(steps=4, batch_size=2, lr=0.05, seed=3)
+    whole = _soft(local_engine)
+    train_soft_prompt(whole, local_engine, task, splits.train, cfg)
+    interrupted = _soft(local_engine)
+    path = tmp_path / "run.pt"
+    train_soft_prompt(interrupted, local_engine, task, splits.train, cfg, checkpoint=path, checkpoint_every=1,
+                      stop_after=2)
+    resumed = _soft(local_engine)
+    log = train_soft_prompt(resumed, local_engine, task, splits.train, cfg, checkpoint=path, checkpoint_every=1)
+    assert log.resumed_from == 2 and len(log.losses) == 4
+    assert torch.allclose(resumed.embeddings, whole.embeddings, atol=1e-6)
+    path.write_bytes(b"not a checkpoint")  # corrupt: reported and moved aside, never used
+    fresh = _soft(local_engine)
+    log = train_soft_prompt(fresh, local_engine, task, splits.train, cfg, checkpoint=path, stop_after=1)
+    assert log.resumed_from == 0 and "unreadable" in caplog.text
+    assert (tmp_path / "run.pt.corrupt").exists()
+
+
+def test_targets_and_bad_parameters(data_dir, local_engine):
+    gsm = get_task("gsm8k")
+    example = gsm.pools()["test"][0]
+    assert training_target(gsm, example).endswith("#### 18") and "<<" not in training_target(gsm, example)
+    assert training_target(gsm, example, "answer") == "The answer is 18."
+    with pytest.raises(ValueError, match="placement"):
+        _soft(local_engine, "middle")
+    with pytest.raises(ValueError, match="lr must be positive"):
+        TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainConfig(steps=0)
+
+
+def test_target_loss_counts_only_target_tokens(local_engine, sst2):
+    task, splits = sst2
+    soft = _soft(local_engine)
+    texts = [local_engine.render([{"role": "user", "content": task.format(e, soft.slot_text())}])
+             for e in splits.train[:2]]
+    tok = local_engine.tokenizer
+    targets = [tok("positive", add_special_tokens=False).input_ids + [tok.eos_token_id],
+               tok("negative", add_special_tokens=False).input_ids + [tok.eos_token_id]]
+    inputs = soft.build_inputs(texts, tok, local_engine.hf_model, targets)
+    assert int((inputs["labels"] != -100).sum()) == sum(map(len, targets))
+    with torch.no_grad():
+        full = local_engine.hf_model(**inputs).loss  # transformers' own loss over all positions
+        ours = target_loss(local_engine.hf_model, inputs)
+    assert torch.allclose(full, ours, atol=1e-5)
