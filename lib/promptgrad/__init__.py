@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from .cache import ResponseCache  # noqa: E402
 from .engines import Engine, OpenAIEngine, TransformersEngine, Usage, make_engine  # noqa: E402
-from .evaluation import (Evaluation, describe_rows, evaluate_prompt, evaluate_prompts,  # noqa: E402
+from .evaluation import (Evaluation, describe_rows, evaluate_prompt, evaluate_prompts, rank_rows,  # noqa: E402
                          paired_difference, sample_records, wilson_interval)
 from .models import EMBEDDED_MODEL, load_model  # noqa: E402
 from .results import Results, read_metrics  # noqa: E402
@@ -18,7 +18,7 @@ from .tasks import Example, Splits, Task, get_task, make_splits  # noqa: E402
 
 __all__ = ["EMBEDDED_MODEL", "Engine", "Evaluation", "Example", "OpenAIEngine", "ResponseCache", "Results",
            "Splits", "Task", "TransformersEngine", "Usage", "describe_rows", "evaluate_prompt",
-           "evaluate_prompts", "get_task", "load_model", "make_engine", "make_splits", "paired_difference",
+           "evaluate_prompts", "get_task", "rank_rows", "load_model", "make_engine", "make_splits", "paired_difference",
            "read_metrics", "sample_records", "seed_everything", "wilson_interval"]
 
 

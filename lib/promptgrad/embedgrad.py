@@ -409,7 +409,8 @@ class Fit:
 
 def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example], config: TrainConfig,
         learning_rates: list[float], sweep_steps: int, init_text: str, placement: str = "after",
-        base_model_path: str | None = None, checkpoint_dir: str | Path | None = None) -> Fit:
+        base_model_path: str | None = None, checkpoint_dir: str | Path | None = None,
+        max_tokens: int | None = None) -> Fit:
     """Choose the learning rate on the dev split, then train with it.
 
     Each rate gets a short run of ``sweep_steps``; the rate with the best dev accuracy (ties:
@@ -439,7 +440,7 @@ def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example
         if len(learning_rates) == 1:
             break
         soft, log = train_once(lr, sweep_steps, " (sweep)")
-        dev_eval = evaluate_prompt(engine, task, soft, dev, desc=f"dev lr={lr:g}")
+        dev_eval = evaluate_prompt(engine, task, soft, dev, max_tokens=max_tokens, desc=f"dev lr={lr:g}")
         sweep.append({"method": method, "task": task.name, "lr": lr, "steps": sweep_steps,
                       "dev_accuracy": dev_eval.summary["accuracy"], "final_loss": log.losses[-1]})
     best = max(sweep, key=lambda r: (r["dev_accuracy"], -r["lr"]))["lr"] if sweep else learning_rates[0]
@@ -473,7 +474,7 @@ def reproduce(engine, task: Task, splits, init_text: str, config: TrainConfig, l
     for method in methods:
         fits[method] = fit(method, engine, task, splits.train, splits.dev, config, learning_rates, sweep_steps,
                            init_text, placement, base_model_path,
-                           Path(checkpoint_dir) / method if checkpoint_dir else None)
+                           Path(checkpoint_dir) / method if checkpoint_dir else None, max_tokens)
         prompts[method] = fits[method].soft
     evaluations = {m: evaluate_prompt(engine, task, p, splits.test, placement=placement, max_tokens=max_tokens,
                                       desc=f"{task.name} / {METHOD_NAMES[m]} (test)")

@@ -146,3 +146,21 @@ def describe_rows(rows: list[dict]) -> str:
         lines.append(f"- {r['task']} · {r['method']}: accuracy {r['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, "
                      f"n={r['n']}), format failures {r['format_failure_rate']:.1%}")
     return "\n".join(lines)
+
+
+def rank_rows(rows: list[dict]) -> str:
+    """Per task, the methods ranked by accuracy; a method whose 95% CI overlaps the best
+    one's is named a tie with it, not a loser."""
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        ranked = sorted((r for r in rows if r["task"] == task), key=lambda r: -r["accuracy"])
+        best = ranked[0]
+        ties = [r["method"] for r in ranked[1:] if r["ci95"][1] >= best["ci95"][0]]
+        behind = [r["method"] for r in ranked[1:] if r["ci95"][1] < best["ci95"][0]]
+        line = f"- **{task}**: best {best['method']} ({best['accuracy']:.1%})"
+        if ties:
+            line += f"; tied with it (overlapping 95% CIs): {', '.join(ties)}"
+        if behind:
+            line += f"; clearly behind: {', '.join(behind)}"
+        lines.append(line + ".")
+    return "\n".join(lines)

@@ -229,26 +229,47 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
 
 
 _MARKED = re.compile(r"<START>(.*?)<END>", re.DOTALL | re.IGNORECASE)
+_OPEN = re.compile(r"<START>(.*)", re.DOTALL | re.IGNORECASE)
+_LABEL = re.compile(r"^(new |improved |rewritten )?(prompt|instruction|output|answer)\s*:\s*", re.IGNORECASE)
+PARSE_MODES = ("strict", "lenient")
+FAILED = ("empty", "missing_markers", "unterminated", "unmarked")  # outputs not properly wrapped
 
 
-def parse_candidate(text: str | None) -> tuple[str | None, str]:
-    """The prompt between ``<START>`` and ``<END>`` and a status: ``ok``, ``empty`` (nothing
-    inside the markers, or an empty output) or ``missing_markers``."""
+def parse_candidate(text: str | None, mode: str = "strict") -> tuple[str | None, str]:
+    """The prompt between ``<START>`` and ``<END>`` and a status.
+
+    strict (GPO's): ``ok``, ``empty`` (empty output or nothing between the markers) or
+    ``missing_markers`` (no prompt). lenient (our choice for optimizers too small to follow
+    the format): an opened but unclosed ``<START>`` gives the rest of the text
+    (``unterminated``), and an output without markers gives its first non-empty line
+    (``unmarked``), label and quotes stripped.
+    """
+    if mode not in PARSE_MODES:
+        raise ValueError(f"Unknown parse mode '{mode}'; expected one of {PARSE_MODES}.")
     if text is None or not text.strip():
         return None, "empty"
     match = _MARKED.search(text)
-    if match is None:
+    if match is not None:
+        prompt = " ".join(match.group(1).split())
+        return (prompt, "ok") if prompt else (None, "empty")
+    if mode == "strict":
         return None, "missing_markers"
-    prompt = " ".join(match.group(1).split())
-    return (prompt, "ok") if prompt else (None, "empty")
+    opened = _OPEN.search(text)
+    if opened is not None:
+        prompt, status = " ".join(opened.group(1).split()), "unterminated"
+    else:
+        line = next(line for line in text.splitlines() if line.strip())
+        prompt, status = " ".join(line.split()), "unmarked"
+    prompt = _LABEL.sub("", prompt).strip().strip('"\'').strip()
+    return (prompt, status) if prompt else (None, "empty")
 
 
-def parse_candidates(texts: list[str]) -> tuple[list[str], dict[str, int]]:
+def parse_candidates(texts: list[str], mode: str = "strict") -> tuple[list[str], dict[str, int]]:
     """Parsed, deduplicated prompts (in order) and the count of each parse status."""
     prompts: list[str] = []
-    counts = {"ok": 0, "empty": 0, "missing_markers": 0, "duplicate": 0}
+    counts = {"ok": 0, "empty": 0, "missing_markers": 0, "unterminated": 0, "unmarked": 0, "duplicate": 0}
     for text in texts:
-        prompt, status = parse_candidate(text)
+        prompt, status = parse_candidate(text, mode)
         counts[status] += 1
         if prompt is None:
             continue
@@ -340,7 +361,8 @@ class Run:
 
     @property
     def parse_failures(self) -> int:
-        return sum(s["parse"]["empty"] + s["parse"]["missing_markers"] for s in self.steps)
+        """Optimizer outputs without a properly wrapped prompt (usable or not)."""
+        return sum(s["parse"][k] for s in self.steps for k in FAILED)
 
     def summary(self) -> dict:
         return {"task": self.task, "method": self.method, "initial_prompt": self.initial["prompt"],
@@ -378,12 +400,14 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
              exemplars: list[Example], *, strategy: str | Strategy = "GPO", steps: int = 18, candidates: int = 8,
              initial_prompt: str = INITIAL_PROMPT, placement: str = "after", protocol: str = "forced",
              max_tokens: int | None = None, optimizer_max_tokens: int = 256, temperature: float = 1.0,
-             seed: int = 0, checkpoint: str | Path | None = None, stop_after_steps: int | None = None,
+             parse: str = "strict", seed: int = 0, checkpoint: str | Path | None = None,
+             stop_after_steps: int | None = None,
              on_step: Callable[[dict], None] | None = None,
              embed: Callable[[list[str]], object] | None = None) -> Run:
     """Run one strategy (``GPO``, ``OPRO``, ``APE`` or a ``Strategy``) on one task.
 
     ``exemplars``: the 3 fixed input/output examples of the meta-prompt (from train).
+    ``parse``: ``strict`` (GPO: only ``<START>...<END>``) or ``lenient`` (see ``parse_candidate``).
     ``checkpoint``: a JSON state file, rewritten after every step; an existing one is resumed
     (CheckpointError if it is corrupt or from other settings). ``stop_after_steps``: stop once
     that many steps are done (the run stays resumable). ``on_step(step_log)`` is called after each
@@ -398,7 +422,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
     config = {"task": task.name, "strategy": dataclasses.asdict(strategy), "steps": steps, "candidates": candidates,
               "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
               "max_tokens": max_tokens, "optimizer_max_tokens": optimizer_max_tokens, "temperature": temperature,
-              "seed": seed, "dev": _fingerprint(dev), "exemplars": _fingerprint(exemplars),
+              "parse": parse, "seed": seed, "dev": _fingerprint(dev), "exemplars": _fingerprint(exemplars),
               "task_model": task_engine.model, "optimizer_model": optimizer_engine.model}
     path = Path(checkpoint) if checkpoint else None
     state = load_checkpoint(path, config) if path else None
@@ -444,10 +468,11 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
             outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
                                             temperature=temperature, max_tokens=optimizer_max_tokens,
                                             seed=seed * 1000 + t, desc=f"{strategy.name} optimizer")[0]
-        prompts, parse = parse_candidates(outputs)
-        if parse["empty"] or parse["missing_markers"]:
-            log.warning("%s step %d: %d of %d optimizer outputs had no usable <START>...<END> prompt.",
-                        strategy.name, t, parse["empty"] + parse["missing_markers"], len(outputs))
+        prompts, counts = parse_candidates(outputs, parse)
+        failed = sum(counts[k] for k in FAILED)
+        if failed:
+            log.warning("%s step %d: %d of %d optimizer outputs had no <START>...<END> prompt (%s).", strategy.name,
+                        t, failed, len(outputs), ", ".join(f"{k} {counts[k]}" for k in FAILED if counts[k]))
         scored = [{"prompt": p, "score": score(p), "edit_distance": word_edit_distance(current["prompt"], p),
                    "chosen_before": p in {e["prompt"] for e in trajectory}} for p in prompts]
         for c in scored:
@@ -459,7 +484,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
                "moved": nxt is not None}
         step_log = {"step": t, "edit_limit": limit, "base_prompt": current["prompt"],
                     "retrieved": [{"prompt": e["prompt"], "score": e["score"]} for e in retrieved],
-                    "meta_prompt": text, "outputs": outputs, "samples": len(outputs), "parse": parse,
+                    "meta_prompt": text, "outputs": outputs, "samples": len(outputs), "parse": counts,
                     "candidates": scored, "chosen": new["prompt"], "moved": new["moved"]}
         trajectory.append(new)
         state["steps"].append(step_log)
@@ -484,7 +509,12 @@ def optimize_tasks(splits: dict[str, object], strategy: str | Strategy, task_eng
         if len(split.train) < n_exemplars:
             raise ValueError(f"{task_name}: the train split has {len(split.train)} examples; the meta-prompt needs "
                              f"{n_exemplars} exemplars from it.")
-        checkpoint = Path(checkpoint_dir) / f"{task_name.replace('/', '_')}__{name}.json" if checkpoint_dir else None
+        settings = json.dumps([dataclasses.asdict(get_strategy(strategy)), task_engine.model, optimizer_engine.model,
+                               [e.id for e in split.dev], [e.id for e in split.train[:n_exemplars]],
+                               {k: v for k, v in kwargs.items() if not callable(v)}], sort_keys=True, default=str)
+        tag = hashlib.sha256(settings.encode()).hexdigest()[:10]  # other settings, other file
+        checkpoint = Path(checkpoint_dir) / f"{task_name.replace('/', '_')}__{name}__{tag}.json" \
+            if checkpoint_dir else None
         runs.append(optimize(get_task(task_name), task_engine, optimizer_engine, split.dev,
                              split.train[:n_exemplars], strategy=strategy, checkpoint=checkpoint, **kwargs))
     return runs
@@ -505,9 +535,13 @@ def evaluate_on_test(runs: list[Run], splits: dict[str, object], engine: Engine,
         prompts = {"initial": (task_runs[0].initial["prompt"], task_runs[0].initial["score"])}
         prompts.update({r.method: (r.final["prompt"], r.final["score"]) for r in task_runs})
         evaluations[task_name] = {}
+        by_prompt: dict[str, object] = {}  # a final equal to another prompt is scored once
         for method, (prompt, dev_score) in prompts.items():
-            ev = evaluate_prompt(engine, task, prompt, split.test, placement=placement, protocol=protocol,
-                                 max_tokens=max_tokens, desc=f"{task_name} / {method} test")
+            if prompt not in by_prompt:
+                by_prompt[prompt] = evaluate_prompt(engine, task, prompt, split.test, placement=placement,
+                                                    protocol=protocol, max_tokens=max_tokens,
+                                                    desc=f"{task_name} / {method} test")
+            ev = by_prompt[prompt]
             evaluations[task_name][method] = ev
             if results is not None:
                 results.add(task_name, method, ev, prompt, split="test", dev_accuracy=dev_score)

@@ -604,3 +604,124 @@ def usage_by_role(trackers_and_runs) -> dict[str, dict]:
         for role in ROLES:
             total[role] = total[role] + usage.get(role, Usage())
     return {role: u.as_dict() for role, u in total.items()}
+
+
+# ---------------------------------------------------------------- notebook helpers
+
+PAPER_CLAIMS = {"gain_over_initial": 0.14, "gain_from_summarization": 0.05}
+ARMS = {"GRAD-SUM": True, "GRAD-SUM (no summarization)": False}
+
+
+def make_engines(specs: dict[str, str | dict], cache=None, **defaults) -> dict[str, Engine]:
+    """Engines for the roles, keyed as :func:`optimize` takes them (generator, judge,
+    gradient_engine, summarizer, editor). ``specs`` maps role names (generation, judge, gradient,
+    editor; summary defaults to gradient) to engine specs; equal specs share one engine object."""
+    from .engines import make_engine
+
+    specs = {"summary": specs.get("gradient"), **specs}
+    made: dict[str, Engine] = {}
+    engines = {}
+    for role, key in (("generation", "generator"), ("judge", "judge"), ("gradient", "gradient_engine"),
+                      ("summary", "summarizer"), ("editor", "editor")):
+        spec = specs.get(role) or specs["generation"]
+        ident = json.dumps(spec, sort_keys=True)
+        if ident not in made:
+            made[ident] = make_engine(spec, cache=cache, **defaults)
+        engines[key] = made[ident]
+    return engines
+
+
+def total_usage(engines: dict[str, Engine]) -> Usage:
+    """What the distinct engine objects spent, together."""
+    total = Usage()
+    for engine in {id(e): e for e in engines.values()}.values():
+        total = total + engine.usage
+    return total
+
+
+def plot_beam_curves(runs: dict[str, dict[str, GradSumRun]]):
+    """Validation score of the beam per iteration (best: solid, beam mean: dashed), per task,
+    with and without summarization."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    tasks = list(runs)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 3.0 * len(tasks), 3.6), squeeze=False)
+    colors = dict(zip(ARMS, sns.color_palette("colorblind", len(ARMS))))
+    for ax, task in zip(axes[0], tasks):
+        for arm, run in runs[task].items():
+            scores = run.beam_scores()
+            xs = list(range(len(scores)))
+            ax.plot(xs, [max(s) for s in scores], marker="o", color=colors.get(arm), label=f"{arm}: best")
+            ax.plot(xs, [sum(s) / len(s) for s in scores], ls="--", color=colors.get(arm), label=f"{arm}: beam mean")
+        ax.set_title(task)
+        ax.set_xlabel("iteration (0 = initial prompt)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(xs)
+    axes[0][0].set_ylabel("validation score (judge)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=8, bbox_to_anchor=(0.5, -0.12))
+    fig.tight_layout()
+    return fig
+
+
+def agreement_table(runs: dict[str, dict[str, GradSumRun]]) -> list[dict]:
+    """Judge vs exact match, per task (both arms together) - tasks with answers only."""
+    rows = []
+    for task, arms in runs.items():
+        agree = sum(r.agreement["agree"] for r in arms.values())
+        n = sum(r.agreement["n"] for r in arms.values())
+        if n:
+            rows.append({"task": task, "agreement": agree / n, "n": n,
+                         "judge_unparseable": sum(r.counts.get("judge_unparseable", 0) for r in arms.values())})
+    return rows
+
+
+def plot_agreement(rows: list[dict]):
+    """How often the judge's 0/1 matches exact match, per task (95% Wilson interval)."""
+    import matplotlib.pyplot as plt
+
+    from .evaluation import wilson_interval
+
+    fig, ax = plt.subplots(figsize=(2.5 + 1.4 * max(1, len(rows)), 3.4))
+    if not rows:
+        ax.text(0.5, 0.5, "no task with answers", ha="center", va="center")
+        return fig
+    values = [r["agreement"] for r in rows]
+    cis = [wilson_interval(round(r["agreement"] * r["n"]), r["n"]) for r in rows]
+    ax.bar(range(len(rows)), values, yerr=[[v - c[0] for v, c in zip(values, cis)],
+                                           [c[1] - v for v, c in zip(values, cis)]], capsize=3)
+    ax.set_xticks(range(len(rows)), [f"{r['task']}\n(n={r['n']})" for r in rows], fontsize=8)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("judge agrees with exact match")
+    fig.tight_layout()
+    return fig
+
+
+def compare_to_paper(rows: list[dict]) -> str:
+    """The paper's two claims beside what the test rows measured (mean over tasks)."""
+    by = {}
+    for r in rows:
+        by.setdefault(r["task"], {})[r["method"]] = r["accuracy"]
+    full = [t for t, m in by.items() if {"initial", *ARMS} <= set(m) and all(v is not None for v in m.values())]
+    if not full:
+        return "No task has test rows for all three methods."
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    init = mean([by[t]["initial"] for t in full])
+    gs = mean([by[t]["GRAD-SUM"] for t in full])
+    nosum = mean([by[t]["GRAD-SUM (no summarization)"] for t in full])
+    rel = (lambda a, b: f"{(a - b) / b:+.1%}" if b else "n/a")
+    lines = [
+        "| claim | paper | measured here (mean over tasks) |", "|---|---|---|",
+        f"| GRAD-SUM over the initial prompt | about {PAPER_CLAIMS['gain_over_initial']:+.0%} | "
+        f"{100 * (gs - init):+.1f} points ({rel(gs, init)} relative; {init:.1%} -> {gs:.1%}) |",
+        f"| summarization vs no summarization | about {PAPER_CLAIMS['gain_from_summarization']:+.0%} | "
+        f"{100 * (gs - nosum):+.1f} points ({rel(gs, nosum)} relative; {nosum:.1%} -> {gs:.1%}) |",
+        "", "Per task: " + "; ".join(f"{t}: initial {by[t]['initial']:.1%}, GRAD-SUM {by[t]['GRAD-SUM']:.1%}, "
+                                     f"no summarization {by[t]['GRAD-SUM (no summarization)']:.1%}" for t in full),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""A llama.cpp engine: the same GGUF run in process by ``llama-cpp-python``.
+
+About 5x faster than transformers one-at-a-time on 2 cores for the embedded model, but no
+gradients and no soft prompts: use it for the text optimizers' inner loops, and keep every
+evaluation that compares methods on one engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .cache import ResponseCache
+from .engines import Engine
+from .models import EMBEDDED_MODEL, embedded_gguf_path
+
+
+class LlamaCppEngine(Engine):
+    kind = "llamacpp"
+
+    def __init__(self, model: str = EMBEDDED_MODEL, cache: ResponseCache | None = None,
+                 system_prompt: str | None = None, n_ctx: int = 4096, n_threads: int | None = None):
+        from llama_cpp import Llama
+
+        path = embedded_gguf_path() if model == EMBEDDED_MODEL else Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file '{path}' does not exist; give the path of a .gguf file or "
+                                    f"'{EMBEDDED_MODEL}'.")
+        super().__init__(model, cache, system_prompt)
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+
+    def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
+        outputs = []
+        for conversation in tqdm(conversations, desc=desc or "llama.cpp", disable=len(conversations) < 8,
+                                 leave=False):
+            samples = []
+            for i in range(n):
+                self.llm.reset()
+                response = self.llm.create_chat_completion(messages=conversation, max_tokens=max_tokens,
+                                                           temperature=temperature, seed=seed + i,
+                                                           top_p=1.0, top_k=0)
+                usage = response.get("usage") or {}
+                self.usage.prompt_tokens += usage.get("prompt_tokens", 0)
+                self.usage.completion_tokens += usage.get("completion_tokens", 0)
+                samples.append((response["choices"][0]["message"]["content"] or "").strip())
+            outputs.append(samples)
+        return outputs
