@@ -1,0 +1,265 @@
+"""GRAD-SUM: the five modules, the beam search, the ablation, judge parsing and checkpoints.
+
+A scripted engine (a real ``Engine`` subclass) answers every role deterministically:
+a prompt's quality is the number of '+' in it; on example ``Qi`` the task model answers
+correctly iff ``i < quality``; the judge passes a response iff it holds the expected answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from promptgrad import gradsum
+from promptgrad.engines import Engine
+from promptgrad.tasks import Example, Task
+
+
+def make_task(kind="number", n=12):
+    examples = [Example(f"Q{i}: what is {i} + 1?", str(i + 1) if kind != "open" else "", id=f"toy-{i}")
+                for i in range(n)]
+    return Task(f"toy_{kind}", kind, "Add one to a number.", lambda: {"all": examples}), examples
+
+
+class Scripted(Engine):
+    """Recognises the role from the module templates and answers by script."""
+
+    kind = "scripted"
+
+    def __init__(self, editor=None, judge=None, fail_after=None):
+        super().__init__("scripted")
+        self.seen = {role: [] for role in ("generation", "judge", "gradient", "summary", "editor")}
+        self.editor = editor or (lambda prompt, feedback, n: [f"<prompt>{prompt} +</prompt>"] * n)
+        self.judge = judge
+        self.fail_after = fail_after
+        self.calls = 0
+
+    @staticmethod
+    def role(text):
+        for marker, role in (("strict grader", "judge"), ("A grader judged", "gradient"),
+                             ("Here are critiques", "summary"), ("Write one improved version", "editor")):
+            if marker in text:
+                return role
+        return "generation"
+
+    def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
+        out = []
+        for conv in conversations:
+            self.calls += 1
+            if self.fail_after is not None and self.calls > self.fail_after:
+                raise RuntimeError("simulated crash")
+            text = conv[-1]["content"]
+            role = self.role(text)
+            self.seen[role].append(text)
+            out.append(self.answer(role, text, n))
+        return out
+
+    def answer(self, role, text, n):
+        if role == "generation":
+            i = int(re.search(r"Q(\d+):", text).group(1))
+            quality = text.count("+") - 1  # the question itself holds one '+'
+            return [f"The answer is {i + 1}." if i < quality else "The answer is 0."] * n
+        if role == "judge":
+            if self.judge:
+                return [self.judge(text)] * n
+            expected = re.search(r"Expected answer: (\S+)", text).group(1)
+            response = text.split("Response:\n", 1)[1].split("\n\nFirst explain")[0]
+            return [f"Reasoning here.\nScore: {int(expected + '.' in response)}"] * n
+        if role == "gradient":
+            i = re.search(r"asked:\nQ(\d+):", text).group(1)
+            return [f"critique of example {i}"] * n
+        if role == "summary":
+            return ["SUMMARY: be more careful."] * n
+        prompt = re.search(r"Current prompt:\n<prompt>(.*?)</prompt>", text, re.DOTALL).group(1)
+        feedback = text.split("Feedback on the current prompt:\n", 1)[1].split("\n\nWrite one improved")[0]
+        return self.editor(prompt, feedback, n)
+
+
+def run(engine, task, examples, **kwargs):
+    params = dict(initial_prompt="{question}\nAnswer.", generator=engine, beam=3, children=2, iterations=1,
+                  minibatch=4, seed=0)
+    params.update(kwargs)
+    return gradsum.optimize(task, examples[:4], examples[4:10], **params)
+
+
+def test_candidate_that_lost_the_question_slot_is_rejected_and_counted():
+    task, examples = make_task()
+    engine = Scripted(editor=lambda p, f, n: ["<prompt>Answer carefully. +</prompt>",
+                                              f"<prompt>{p} +</prompt>"][:n])
+    result = run(engine, task, examples)
+    assert result.counts["candidates_rejected_lost_slot"] == 1
+    candidates = [c["prompt"] for c in result.history[1]["candidates"]]
+    assert candidates == ["{question}\nAnswer. +"]
+    assert all("{question}" in b["prompt"] for b in result.beam)
+
+
+def test_summarization_receives_every_critique_of_a_prompt():
+    task, examples = make_task()
+    engine = Scripted()
+    result = run(engine, task, examples, minibatch=4)
+    assert len(engine.seen["summary"]) == 1  # one prompt in the beam, one summary
+    summary_request = engine.seen["summary"][0]
+    for i in range(4):  # the initial prompt fails every training example
+        assert f"critique of example {i}" in summary_request
+    assert len(engine.seen["gradient"]) == 4
+    # the editor got the summary, not the raw critiques
+    assert len(engine.seen["editor"]) == 1 and "SUMMARY: be more careful." in engine.seen["editor"][0]
+    assert "critique of example" not in engine.seen["editor"][0]
+    assert result.history[1]["feedback"][0]["failures"] == 4
+
+
+def test_no_summarization_sends_each_raw_critique_to_the_editor():
+    task, examples = make_task()
+    def editor(prompt, feedback, n):
+        extra = "+" * int(re.search(r"(\d+)", feedback).group(1))
+        return [f"<prompt>{prompt} +{extra}</prompt>"] * n
+
+    engine = Scripted(editor=editor)
+    result = run(engine, task, examples, summarize=False, children=2)
+    assert engine.seen["summary"] == []
+    assert len(engine.seen["editor"]) == 4
+    for i in range(4):
+        assert sum(f"critique of example {i}" in request for request in engine.seen["editor"]) == 1
+    # four distinct candidates were written; both arms score `children` of them
+    assert len(result.history[1]["candidates"]) == 2
+
+
+def test_beam_keeps_the_best_three_by_validation_score():
+    task, examples = make_task()
+    pluses = [1, 4, 2, 5, 3]
+    engine = Scripted(editor=lambda p, f, n: [f"<prompt>{p} {'+' * k}</prompt>" for k in pluses][:n])
+    result = run(engine, task, examples, children=5)
+    # validation is Q4..Q9: a prompt with k '+' passes Q4..Q(k-1)
+    scores = {c["prompt"].count("+"): c["score"] for c in result.history[1]["candidates"]}
+    assert scores == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 1 / 6}
+    engine2 = Scripted(editor=lambda p, f, n: [f"<prompt>{p} {'+' * (k + 5)}</prompt>" for k in pluses][:n])
+    result = run(engine2, task, examples, children=5)
+    beam = [b["prompt"].count("+") for b in result.beam]
+    assert beam == [10, 9, 8]
+    assert [b["score"] for b in result.beam] == sorted([b["score"] for b in result.beam], reverse=True)
+    assert result.beam_scores()[1] == [b["score"] for b in result.beam]
+    assert all(c["score"] <= result.beam[-1]["score"] for c in result.history[1]["candidates"]
+               if c["prompt"] not in [b["prompt"] for b in result.beam])
+
+
+def test_judge_verdict_parsing_and_malformed_outputs_are_counted():
+    assert gradsum.parse_verdict("The answer is right.\nScore: 1") == 1
+    assert gradsum.parse_verdict("score = 0.") == 0
+    assert gradsum.parse_verdict("**Score:** 1") == 1
+    assert gradsum.parse_verdict("Score: 1. Wait, Score: 0") == 0
+    assert gradsum.parse_verdict("1") == 1
+    assert gradsum.parse_verdict("Score: 10") is None
+    assert gradsum.parse_verdict("I think it is good") is None
+    assert gradsum.parse_verdict("") is None
+    task, examples = make_task()
+    outputs = iter(["Score: 1", "no idea", "", "Score: 0"])
+    engine = Scripted(judge=lambda text: next(outputs))
+    tracker = gradsum.Tracker()
+    verdicts = gradsum.judge_outputs(engine, task, examples[:4], ["a", "b", "c", "d"], tracker=tracker)
+    assert [v.score for v in verdicts] == [1, None, None, 0]
+    assert verdicts[1].reasoning == "no idea"
+    assert tracker.counts == {"judge_unparseable": 2}
+    assert tracker.usage["judge"].model_calls == 4 and tracker.usage["generation"].model_calls == 0
+    assert "Expected answer: 1" in engine.seen["judge"][0]
+
+
+def test_malformed_editor_outputs_are_counted_not_fatal():
+    task, examples = make_task()
+    engine = Scripted(editor=lambda p, f, n: ["just some text", ""][:n])
+    result = run(engine, task, examples, iterations=2)
+    assert result.counts["editor_unmarked"] == 2 and result.counts["editor_empty"] == 2
+    assert result.best_prompt == "{question}\nAnswer."
+
+
+def test_per_role_usage_with_one_shared_engine():
+    task, examples = make_task()
+    engine = Scripted()
+    result = run(engine, task, examples)
+    assert result.usage["judge"].model_calls == len(engine.seen["judge"])
+    assert result.usage["editor"].model_calls == 2  # one request, two samples
+    assert sum(u.model_calls for u in result.usage.values()) == engine.usage.model_calls
+
+
+def test_checkpoint_resume_matches_an_uninterrupted_run(tmp_path):
+    task, examples = make_task()
+    editor = lambda p, f, n: [f"<prompt>{p} {'+' * (k + 1)}</prompt>" for k in range(n)]  # noqa: E731
+    whole = run(Scripted(editor=editor), task, examples, iterations=3, checkpoint=tmp_path / "a.json")
+    one = Scripted(editor=editor)
+    run(one, task, examples, iterations=1)
+    crashing = Scripted(editor=editor, fail_after=one.calls + 5)  # crashes inside iteration 2
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(crashing, task, examples, iterations=3, checkpoint=tmp_path / "b.json")
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["completed"] == 1
+    fresh = Scripted(editor=editor)
+    resumed = run(fresh, task, examples, iterations=3, checkpoint=tmp_path / "b.json")
+    assert resumed.beam == whole.beam
+    assert resumed.history == json.loads(json.dumps(whole.history))
+    assert resumed.counts == whole.counts and resumed.agreement == whole.agreement
+    assert not (tmp_path / "b.json.tmp").exists()
+    # the resumed run did not redo the saved iterations: the initial prompt's validation was not rescored
+    val_requests = [t for t in fresh.seen["generation"] if "Q9:" in t and t.endswith("Answer.")]
+    assert val_requests == []
+
+
+def test_corrupt_or_foreign_checkpoint_is_reported_not_used(tmp_path):
+    task, examples = make_task()
+    path = tmp_path / "c.json"
+    path.write_text('{"fingerprint": "x", "beam": [')
+    with pytest.raises(gradsum.CheckpointError, match="corrupt"):
+        run(Scripted(), task, examples, checkpoint=path)
+    path.write_text(json.dumps({"fingerprint": "x"}))
+    with pytest.raises(gradsum.CheckpointError, match="missing"):
+        run(Scripted(), task, examples, checkpoint=path)
+    path.unlink()
+    run(Scripted(), task, examples, checkpoint=path)
+    with pytest.raises(gradsum.CheckpointError, match="another configuration"):
+        run(Scripted(), task, examples, checkpoint=path, children=3)
+
+
+def test_judge_only_mode_on_an_open_task():
+    task, examples = make_task("open")
+    assert not task.has_answers
+    engine = Scripted(judge=lambda text: "Helpful.\nScore: 1" if "The answer is" in text.split("Response:")[1]
+                      and "Expected answer" not in text else "Score: 0")
+    result = run(engine, task, examples, iterations=2)
+    assert all("Expected answer" not in t for t in engine.seen["judge"])
+    assert all(gradsum.DEFAULT_CRITERIA[False] in t for t in engine.seen["judge"])
+    assert result.agreement == {"agree": 0, "n": 0} and result.agreement_rate is None
+    assert result.history[0]["beam_scores"] == [1.0]  # every response holds "The answer is"
+    evaluation = gradsum.evaluate_with_judge(engine, engine, task, result.best_prompt, examples[10:])
+    assert evaluation.summary["n"] == 2 and evaluation.summary["accuracy"] == 1.0
+
+
+def test_agreement_between_judge_and_exact_match():
+    task, examples = make_task()
+    result = run(Scripted(), task, examples, iterations=1)
+    # the scripted judge agrees with the extractor on every example it judged
+    assert result.agreement["n"] > 0 and result.agreement_rate == 1.0
+    liar = Scripted(judge=lambda text: "Score: 1")
+    result = run(liar, task, examples, iterations=1)
+    assert result.agreement_rate < 1.0
+
+
+def test_initial_prompt_must_hold_the_question_slot():
+    task, examples = make_task()
+    with pytest.raises(ValueError, match="question"):
+        run(Scripted(), task, examples, initial_prompt="Let's think step by step.")
+
+
+def test_small_run_on_the_embedded_model():
+    import promptgrad as pg
+
+    engine = pg.make_engine(pg.EMBEDDED_MODEL, system_prompt="You are a helpful assistant.")
+    task = pg.get_task("gpo/bbh/navigate")
+    splits = pg.make_splits(task, n_train=2, n_dev=1, n_test=0)
+    result = gradsum.optimize(task, splits.train, splits.dev, initial_prompt="{question}\nAnswer Yes or No.",
+                              generator=engine, beam=2, children=1, iterations=1, minibatch=2, max_tokens=8,
+                              judge_max_tokens=16, gradient_max_tokens=16, summary_max_tokens=16,
+                              editor_max_tokens=24)
+    assert result.completed == 1 and len(result.beam) >= 1
+    assert all("{question}" in b["prompt"] for b in result.beam)
+    assert result.usage["generation"].model_calls >= 3 and result.usage["judge"].model_calls >= 3
+    assert all(isinstance(v, int) for v in result.counts.values())
