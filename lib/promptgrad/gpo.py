@@ -30,11 +30,11 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import re
 from pathlib import Path
 from typing import Callable
 
+from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage
 from .evaluation import evaluate_prompt
 from .tasks import Example, Task
@@ -294,38 +294,17 @@ def best_entry(trajectory: list[dict]) -> dict:
 # ---------------------------------------------------------------- checkpoints
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be trusted: unreadable, truncated, or from another configuration."""
-
-
-def _write_atomic(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, ensure_ascii=False, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | Path, config: dict) -> dict | None:
     """The saved state, None when there is none; CheckpointError when it is corrupt or
     belongs to a different configuration (never used silently)."""
     path = Path(path)
-    if not path.exists():
+    state = read_json_checkpoint(path, {"version", "config", "trajectory", "steps", "usage"})
+    if state is None:
         return None
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        missing = {"version", "config", "trajectory", "steps", "usage"} - set(state)
-        if missing:
-            raise ValueError(f"missing keys {sorted(missing)}")
-        if state["version"] != CHECKPOINT_VERSION:
-            raise ValueError(f"version {state['version']}, expected {CHECKPOINT_VERSION}")
-        if len(state["trajectory"]) != len(state["steps"]) + 1:
-            raise ValueError("trajectory and step log lengths disagree")
-    except (ValueError, TypeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"Checkpoint {path} is corrupt ({err}). Delete it to start this run over, "
-                              f"or point checkpoint= elsewhere.") from err
+    if state["version"] != CHECKPOINT_VERSION:
+        raise corrupt(path, f"version {state['version']}, expected {CHECKPOINT_VERSION}")
+    if len(state["trajectory"]) != len(state["steps"]) + 1:
+        raise corrupt(path, "trajectory and step log lengths disagree")
     if state["config"] != config:
         changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
         raise CheckpointError(f"Checkpoint {path} was written by a run with different settings ({changed}). "
@@ -444,7 +423,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         state["trajectory"].append({"step": 0, "prompt": initial_prompt, "score": score(initial_prompt),
                                     "moved": True})
         if path:
-            _write_atomic(path, state)
+            write_json_atomic(path, state)
     else:
         log.info("Resuming %s on %s from %s after step %d.", strategy.name, task.name, path, len(state["steps"]))
     for entry in state["trajectory"]:
@@ -489,7 +468,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         trajectory.append(new)
         state["steps"].append(step_log)
         if path:
-            _write_atomic(path, state)
+            write_json_atomic(path, state)
         if on_step is not None:
             on_step(step_log)
     return Run(task.name, strategy.name, state["trajectory"], state["steps"], state["usage"], steps)

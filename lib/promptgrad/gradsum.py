@@ -27,11 +27,11 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 from pathlib import Path
 
+from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage
 from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, summarize
 from .extraction import extract_answer
@@ -337,10 +337,6 @@ def evaluate_with_judge(generator: Engine, judge: Engine, task: Task, prompt: st
 # ---------------------------------------------------------------- beam search
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used (unreadable, incomplete, or from another configuration)."""
-
-
 @dataclasses.dataclass
 class GradSumRun:
     """What :func:`optimize` returns (and what its checkpoint holds)."""
@@ -383,29 +379,10 @@ class GradSumRun:
                 "iterations": self.completed}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        missing = {"fingerprint", "completed", "beam", "history", "val_scores", "tracker", "agreement"} - set(state)
-        if missing:
-            raise CheckpointError(f"keys {sorted(missing)} are missing")
-    except (json.JSONDecodeError, UnicodeDecodeError, CheckpointError, AttributeError, TypeError) as err:
-        raise CheckpointError(
-            f"Checkpoint {path} is corrupt ({type(err).__name__}: {err}); it was not used. Delete it to start "
-            f"over, or pass another checkpoint path.") from err
-    if state["fingerprint"] != fingerprint:
+    state = read_json_checkpoint(path, {"fingerprint", "completed", "beam", "history", "val_scores", "tracker",
+                                        "agreement"})
+    if state is not None and state["fingerprint"] != fingerprint:
         raise CheckpointError(
             f"Checkpoint {path} belongs to another configuration (task, prompt, models, sizes or templates "
             f"differ); it was not used. Delete it, or pass another checkpoint path.")
@@ -508,7 +485,7 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
     def save(completed: int) -> None:
         if path is None:
             return
-        _write_json_atomic(path, {"fingerprint": fingerprint, "config": config, "completed": completed,
+        write_json_atomic(path, {"fingerprint": fingerprint, "config": config, "completed": completed,
                                   "beam": [{"prompt": p, "score": val_scores[p]} for p in current],
                                   "history": history, "val_scores": val_scores, "tracker": tracker.state(),
                                   "agreement": agreement})
