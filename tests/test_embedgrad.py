@@ -155,3 +155,20 @@ def test_target_loss_counts_only_target_tokens(local_engine, sst2):
         full = local_engine.hf_model(**inputs).loss  # transformers' own loss over all positions
         ours = target_loss(local_engine.hf_model, inputs)
     assert torch.allclose(full, ours, atol=1e-5)
+
+
+def test_peft_baseline_resumes_from_its_checkpoint(local_engine, sst2, tmp_path):
+    from promptgrad.embedgrad import train_peft_prompt_tuning
+
+    task, splits = sst2
+    cfg = TrainConfig(steps=3, batch_size=2, lr=0.05, seed=1)
+    base = local_model_path(local_engine.model)
+    before = _weights_hash(local_engine.hf_model)
+    whole, _ = train_peft_prompt_tuning(INIT, local_engine, task, splits.train, cfg, base)
+    train_peft_prompt_tuning(INIT, local_engine, task, splits.train, cfg, base, checkpoint=tmp_path / "p.pt",
+                             checkpoint_every=1, stop_after=1)
+    resumed, log = train_peft_prompt_tuning(INIT, local_engine, task, splits.train, cfg, base,
+                                            checkpoint=tmp_path / "p.pt")
+    assert log.resumed_from == 1 and len(log.losses) == 3
+    assert torch.allclose(resumed.embeddings, whole.embeddings, atol=1e-6)
+    assert resumed.placement == "prefix" and _weights_hash(local_engine.hf_model) == before

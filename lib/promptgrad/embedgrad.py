@@ -347,6 +347,7 @@ def project_to_ball(soft: SoftPrompt, radius: float) -> None:
 
 def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Example], config: TrainConfig,
                              base_model_path: str, desc: str = "PEFT prompt tuning",
+                             checkpoint: str | Path | None = None, checkpoint_every: int = 10,
                              stop_after: int | None = None) -> tuple[SoftPrompt, TrainLog]:
     """What users would pick instead: PEFT ``PromptTuningConfig(prompt_tuning_init=TEXT)``
     with the same init text, batches, steps and learning rate. PEFT prepends the vectors
@@ -364,12 +365,20 @@ def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Exa
     texts, targets = encode_examples(engine, task, "", train, "after", config)
     prompt_ids = [tok(t, add_special_tokens=False).input_ids for t in texts]
     schedule = batch_schedule(len(train), config.steps, config.batch_size, config.seed)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    losses = []
+    prompt_weight = peft_model.prompt_encoder["default"].embedding.weight
+    optimizer = torch.optim.AdamW([prompt_weight], lr=config.lr, weight_decay=config.weight_decay)
+    losses, first_step = [], 0
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    expected = _config_hash(config, soft, train, "peft")
+    state = _load_checkpoint(ckpt_path, expected) if ckpt_path else None
+    if state:
+        with torch.no_grad():
+            prompt_weight.copy_(state["embeddings"])
+        optimizer.load_state_dict(state["optimizer"])
+        losses, first_step = state["losses"], state["step"]
     start_time = time.perf_counter()
     try:
-        for step in tqdm(range(config.steps), desc=desc):
+        for step in tqdm(range(first_step, config.steps), desc=desc, initial=first_step, total=config.steps):
             idx = schedule[step]
             seqs = [prompt_ids[i] + targets[i] for i in idx]
             length = max(map(len, seqs))
@@ -386,14 +395,19 @@ def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Exa
             loss.backward()
             optimizer.step()
             losses.append(float(loss))
-            if stop_after is not None and step + 1 >= stop_after:
+            done = step + 1
+            if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
+                _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
+                                             "embeddings": prompt_weight.detach().cpu(),
+                                             "optimizer": optimizer.state_dict()})
+            if stop_after is not None and done >= stop_after:
                 break
         with torch.no_grad():
             soft.embeddings.copy_(peft_model.get_prompt_embedding_to_save("default").float())
     finally:
         peft_model.unload() if hasattr(peft_model, "unload") else None
-    seconds = (time.perf_counter() - start_time) / max(1, len(losses))
-    return soft, TrainLog(losses, seconds, dataclasses.asdict(config))
+    seconds = (time.perf_counter() - start_time) / max(1, len(losses) - first_step)
+    return soft, TrainLog(losses, seconds, dataclasses.asdict(config), first_step)
 
 
 # ---------------------------------------------------------------- learning-rate choice
@@ -414,9 +428,10 @@ def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example
     """Choose the learning rate on the dev split, then train with it.
 
     Each rate gets a short run of ``sweep_steps``; the rate with the best dev accuracy (ties:
-    lower dev loss is not needed, the smaller rate wins) is trained for ``config.steps``
-    from the start. ``method`` is ``"embedgrad"`` or ``"peft"`` (PEFT prompt tuning, prefix).
-    The test split is never seen here.
+    the smaller rate) is trained for ``config.steps``. With ``checkpoint_dir`` that run
+    continues the sweep's run at the same rate (same batches: the same result as starting
+    over, for less compute). ``method`` is ``"embedgrad"`` or ``"peft"`` (PEFT prompt tuning,
+    prefix). The test split is never seen here.
     """
     from .evaluation import evaluate_prompt
 
@@ -429,10 +444,11 @@ def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example
     def train_once(lr: float, steps: int, tag: str) -> tuple[SoftPrompt, TrainLog]:
         run = dataclasses.replace(config, lr=lr, steps=steps)
         label = f"{method} {task.name} lr={lr:g}{tag}"
-        if method == "peft":
-            return train_peft_prompt_tuning(init_text, engine, task, train, run, base_model_path, desc=label)
-        soft = SoftPrompt(init_text, engine.tokenizer, engine.hf_model, placement, engine.model)
         path = ckpt / f"{task.name.replace('/', '_')}_lr{lr:g}.pt" if ckpt else None
+        if method == "peft":
+            return train_peft_prompt_tuning(init_text, engine, task, train, run, base_model_path, desc=label,
+                                            checkpoint=path)
+        soft = SoftPrompt(init_text, engine.tokenizer, engine.hf_model, placement, engine.model)
         return soft, train_soft_prompt(soft, engine, task, train, run, checkpoint=path, desc=label)
 
     sweep = []

@@ -139,13 +139,14 @@ def sample_records(evaluations: dict[str, Evaluation], k: int = 2, seed: int = 0
 
 
 def describe_rows(rows: list[dict]) -> str:
-    """One line per row: the measured numbers, for the notebook's closing text."""
+    """One line per row: the measured numbers, then the ranking per task (``rank_rows``),
+    for the notebook's closing text."""
     lines = []
     for r in rows:
         lo, hi = r["ci95"]
         lines.append(f"- {r['task']} · {r['method']}: accuracy {r['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, "
                      f"n={r['n']}), format failures {r['format_failure_rate']:.1%}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + rank_rows(rows)
 
 
 def rank_rows(rows: list[dict]) -> str:
