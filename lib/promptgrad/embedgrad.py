@@ -309,7 +309,7 @@ def train_soft_prompt(soft: SoftPrompt, engine, task: Task, train: list[Example]
         optimizer.step()
         if config.trust_radius is not None:
             project_to_ball(soft, config.trust_radius)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         done = step + 1
         if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
             _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
@@ -394,7 +394,7 @@ def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Exa
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             done = step + 1
             if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
                 _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
