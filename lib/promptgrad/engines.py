@@ -178,7 +178,11 @@ class OpenAIEngine(Engine):
 
     Requests run concurrently; 429, 5xx, connection errors and timeouts are retried with
     exponential backoff; 400/401/403/404 are not. ``api_key`` defaults to the environment
-    variable named by ``api_key_env``; a local ``base_url`` needs no key.
+    variable named by ``api_key_env``; a local ``base_url`` needs no key. ``base_url`` is not
+    part of the cache key, so a run resumes against a restarted or moved server.
+
+    A llama.cpp server reuses the previous request's KV cache: the same prompt sent twice in
+    a row is re-decoded from its last token, which can change a greedy answer.
     """
 
     kind = "openai"
