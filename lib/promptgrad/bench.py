@@ -1,6 +1,6 @@
 """Benchmarks (speed, not behaviour): ratios from one run on this machine.
 
-    python -m promptgrad.bench generate        # local engine: one-at-a-time vs batched tokens/s
+    python -m promptgrad.bench generate        # tokens/s: transformers one at a time and batched, llama.cpp
     python -m promptgrad.bench embedgrad-step  # EmbedGrad train step vs PEFT prompt tuning, same batch
 
 Run them on an otherwise idle machine; other processes on the same cores distort both sides.
@@ -9,6 +9,8 @@ Run them on an otherwise idle machine; other processes on the same cores distort
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import sys
 import time
 
@@ -22,22 +24,55 @@ QUESTIONS = ["Name three fruits.", "What is the capital of France?", "Give me a 
 
 
 def bench_generate(model: str, n_prompts: int, max_tokens: int, batch_size: int) -> dict:
-    """Tokens/s generating the same prompts one at a time and batched (greedy, no cache;
-    every completion forced to max_tokens so both sides produce the same token count)."""
+    """Tokens/s generating the same prompts with transformers one at a time, transformers
+    batched and llama.cpp in process one at a time (greedy, no cache, the same thread count).
+    Every completion runs to max_tokens on all three; ``completion_tokens`` shows the counts
+    the rates are computed from."""
+    import torch
+
+    from .llamacpp import LlamaCppEngine
+
     conversations = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + f" ({i})"}]
                      for i in range(n_prompts)]
-    rates = {}
-    for label, size in (("one_at_a_time", 1), ("batched", batch_size)):
-        engine = TransformersEngine(model, batch_size=size, system_prompt="You are a helpful assistant.")
-        engine.hf_model.generation_config.min_new_tokens = max_tokens
-        start = time.perf_counter()
-        engine.chat(conversations, max_tokens=max_tokens)
-        seconds = time.perf_counter() - start
-        engine.hf_model.generation_config.min_new_tokens = None
-        rates[label] = engine.usage.completion_tokens / seconds
-    return {"tokens_per_second": {k: round(v, 1) for k, v in rates.items()},
-            "batched_over_one_at_a_time": round(rates["batched"] / rates["one_at_a_time"], 2),
-            "prompts": n_prompts, "max_tokens": max_tokens, "batch_size": batch_size}
+    system = "You are a helpful assistant."
+    threads = torch.get_num_threads()
+    engines = {
+        "transformers_one_at_a_time": lambda: TransformersEngine(model, batch_size=1, system_prompt=system),
+        "transformers_batched": lambda: TransformersEngine(model, batch_size=batch_size, system_prompt=system),
+        "llamacpp_one_at_a_time": lambda: LlamaCppEngine(model, system_prompt=system, n_threads=threads),
+    }
+    tokens, rates = {}, {}
+    for label, make in engines.items():
+        engine = make()
+        with _full_length(engine, max_tokens):
+            start = time.perf_counter()
+            engine.chat(conversations, max_tokens=max_tokens)
+            seconds = time.perf_counter() - start
+        tokens[label] = engine.usage.completion_tokens
+        rates[label] = tokens[label] / seconds
+    one, batched, llamacpp = rates.values()
+    return {"tokens_per_second": {k: round(v, 1) for k, v in rates.items()}, "completion_tokens": tokens,
+            "batched_over_one_at_a_time": round(batched / one, 2),
+            "llamacpp_over_one_at_a_time": round(llamacpp / one, 2),
+            "llamacpp_over_batched": round(llamacpp / batched, 2),
+            "prompts": n_prompts, "max_tokens": max_tokens, "batch_size": batch_size, "threads": threads}
+
+
+@contextlib.contextmanager
+def _full_length(engine, max_tokens: int):
+    """End of sequence suppressed, so every completion is ``max_tokens`` long (the
+    transformers model is shared within the process: its setting is restored after)."""
+    if isinstance(engine, TransformersEngine):
+        config = engine.hf_model.generation_config
+        config.min_new_tokens = max_tokens
+        try:
+            yield
+        finally:
+            config.min_new_tokens = None
+    else:  # llama.cpp: no min_tokens option, so the end-of-sequence token gets a -inf logit bias
+        engine.llm.create_chat_completion = functools.partial(
+            engine.llm.create_chat_completion, logit_bias={engine.llm.token_eos(): float("-inf")})
+        yield
 
 
 def bench_embedgrad_step(model: str, batch_size: int, steps: int) -> dict:
