@@ -547,9 +547,11 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
 
 def evaluate_methods(generator: Engine, judge: Engine, task: Task, prompts: dict[str, str], examples: list[Example],
                      results=None, *, criteria: str | None = None, max_tokens: int | None = None,
-                     judge_max_tokens: int = 96, tracker: Tracker | None = None) -> dict[str, Evaluation]:
+                     judge_max_tokens: int = 96, protocol: str = "direct",
+                     tracker: Tracker | None = None) -> dict[str, Evaluation]:
     """Score named prompts on the test split: exact match through the shared protocol
-    (``evaluate_prompt``) where the task has answers, else the judge's mean score.
+    (``evaluate_prompt``, ``direct`` or ``forced``) where the task has answers, else the
+    judge's mean score.
     Rows go to ``results`` with ``scored_by`` = 'exact' or 'judge'."""
     from .evaluation import evaluate_prompt
 
@@ -559,7 +561,7 @@ def evaluate_methods(generator: Engine, judge: Engine, task: Task, prompts: dict
         if task.has_answers:
             before = dataclasses.replace(generator.usage)
             evaluation = evaluate_prompt(generator, task, prompt, examples, max_tokens=max_tokens,
-                                         desc=f"{task.name} / {method}")
+                                         protocol=protocol, desc=f"{task.name} / {method}")
             tracker.usage["generation"] = tracker.usage["generation"] + Usage(
                 *(a - b for a, b in zip(dataclasses.astuple(generator.usage), dataclasses.astuple(before))))
         else:
