@@ -7,6 +7,7 @@ one complete small optimization, and one kill-and-resume, run on the embedded mo
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from promptgrad import gpo
@@ -341,3 +342,15 @@ def test_embedded_run_killed_and_resumed_matches(local_engine, real_full, tmp_pa
     assert first_calls + spent_by_resume == full_calls
     for role in ("task", "optimizer"):
         assert resumed.usage[role]["model_calls"] == real_full.usage[role]["model_calls"]
+
+
+def test_table5_means_each_benchmark_apart():
+    rows = [{"split": "test", "task": t, "method": m, "accuracy": a}
+            for t, m, a in [("gpo/bbh/navigate", "initial", 0.5), ("gpo/bbh/snarks", "initial", 0.7),
+                            ("gpo/mmlu/anatomy", "initial", 0.3), ("gpo/bbh/navigate", "GPO", 0.6)]]
+    table = gpo.table5(rows, label="ours").set_index("method")
+    assert table.loc["CoT", "ours: BBH mean (2 tasks)"] == 60.0
+    assert table.loc["CoT", "ours: MMLU mean (1 tasks)"] == 30.0
+    assert table.loc["CoT", "ours: bbh/snarks"] == 70.0
+    assert pd.isna(table.loc["GPO", "ours: BBH mean (2 tasks)"])  # a mean over part of the tasks is no mean
+    assert table.loc["GPO", "paper BBH"] == 35.43

@@ -615,21 +615,34 @@ PAPER_TABLE5 = {  # GPO README Table 5, Llama-2-7b-chat task model, accuracy % (
 OUR_METHOD = {"CoT": "initial", "APE": "APE", "OPRO": "OPRO", "GPO": "GPO"}  # "Let's think step by step." is CoT
 
 
-def table5(rows: list[dict], label: str = "ours"):
+def benchmark_of(task_name: str) -> str:
+    """The Table-5 column a task counts in: gpo/bbh/* -> BBH, gpo/mmlu/* -> MMLU, ..."""
+    family = task_name.removeprefix("gpo/").split("/")[0]
+    return {"bbh": "BBH", "mmlu": "MMLU", "gsm8k": "GSM8K", "wsc": "WSC"}.get(family, family)
+
+
+def table5(rows: list[dict], label: str = "ours", max_task_columns: int = 6):
     """The GPO README's Table 5 (paper's reported values) with our test accuracy beside it:
-    for each method, the mean over our tasks and each task's accuracy, in %."""
+    for each method, the mean over our tasks of each benchmark (BBH, MMLU...), in %, and each
+    task's accuracy when there are at most ``max_task_columns`` tasks."""
     import pandas as pd
 
     tasks = list(dict.fromkeys(r["task"] for r in rows if r["split"] == "test"))
+    groups: dict[str, list[str]] = {}
+    for t in tasks:
+        groups.setdefault(benchmark_of(t), []).append(t)
     by = {(r["task"], r["method"]): r["accuracy"] for r in rows if r["split"] == "test"}
     out = []
     for method, paper in PAPER_TABLE5.items():
         row = {"method": method, **{f"paper {k}": v for k, v in paper.items()}}
-        ours = [by.get((t, OUR_METHOD.get(method))) for t in tasks]
-        valid = [a for a in ours if a is not None]
-        row[f"{label}: BBH mean ({len(tasks)} tasks)"] = round(100 * sum(valid) / len(valid), 2) if valid else None
-        for t, a in zip(tasks, ours):
-            row[f"{label}: {t.split('/')[-1]}"] = round(100 * a, 2) if a is not None else None
+        for bench, names in groups.items():
+            valid = [by[(t, OUR_METHOD.get(method))] for t in names if (t, OUR_METHOD.get(method)) in by]
+            row[f"{label}: {bench} mean ({len(names)} tasks)"] = \
+                round(100 * sum(valid) / len(valid), 2) if len(valid) == len(names) else None
+        if len(tasks) <= max_task_columns:
+            for t in tasks:
+                a = by.get((t, OUR_METHOD.get(method)))
+                row[f"{label}: {t.removeprefix('gpo/')}"] = round(100 * a, 2) if a is not None else None
         out.append(row)
     return pd.DataFrame(out)
 
