@@ -40,6 +40,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
+def records_path(directory: str | Path, task: str, method: str, split: str) -> Path:
+    """Where a row's per-example records are: ``records/<task>__<method>__<split>.jsonl``."""
+    return Path(directory) / "records" / f"{_slug(task)}__{_slug(method)}__{split}.jsonl"
+
+
 class Results:
     """Collects rows and writes them; one per notebook run."""
 
@@ -60,9 +65,9 @@ class Results:
                "accuracy_parsed": s["accuracy_parsed"], **extra}
         self.rows = [r for r in self.rows if (r["task"], r["method"], r["split"]) != (task, method, split)]
         self.rows.append(row)
-        records_dir = self.dir / "records"
-        records_dir.mkdir(exist_ok=True)
-        with open(records_dir / f"{_slug(task)}__{_slug(method)}__{split}.jsonl", "w", encoding="utf-8") as f:
+        path = records_path(self.dir, task, method, split)
+        path.parent.mkdir(exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
             for record in evaluation.records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         return row
