@@ -38,7 +38,7 @@ class Scripted(Engine):
 
     @staticmethod
     def role(text):
-        for marker, role in (("strict grader", "judge"), ("A grader judged", "gradient"),
+        for marker, role in (("strict grader", "judge"), (gradsum.VERDICT_TURN, "judge"), ("A grader judged", "gradient"),
                              ("Here are critiques", "summary"), ("Write one improved version", "editor")):
             if marker in text:
                 return role
@@ -154,14 +154,14 @@ def test_judge_verdict_parsing_and_malformed_outputs_are_counted():
     assert gradsum.parse_verdict("I think it is good") is None
     assert gradsum.parse_verdict("") is None
     task, examples = make_task()
-    outputs = iter(["Score: 1", "no idea", "", "Score: 0"])
+    outputs = iter(["Score: 1", "no idea", "", "Score: 0", "1", "maybe"])  # then the two verdict turns
     engine = Scripted(judge=lambda text: next(outputs))
     tracker = gradsum.Tracker()
     verdicts = gradsum.judge_outputs(engine, task, examples[:4], ["a", "b", "c", "d"], tracker=tracker)
-    assert [v.score for v in verdicts] == [1, None, None, 0]
-    assert verdicts[1].reasoning == "no idea"
-    assert tracker.counts == {"judge_unparseable": 2}
-    assert tracker.usage["judge"].model_calls == 4 and tracker.usage["generation"].model_calls == 0
+    assert [v.score for v in verdicts] == [1, 1, None, 0]
+    assert verdicts[1].reasoning == "no idea\n[verdict turn] 1"
+    assert tracker.counts == {"judge_verdict_turn": 2, "judge_unparseable": 1}
+    assert tracker.usage["judge"].model_calls == 6 and tracker.usage["generation"].model_calls == 0
     assert "Expected answer: 1" in engine.seen["judge"][0]
 
 

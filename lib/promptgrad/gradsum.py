@@ -59,6 +59,8 @@ First explain in one or two sentences whether the response meets the criteria. T
 
 JUDGE_EXPECTED = "\nExpected answer: {target}\n"
 
+VERDICT_TURN = "Now give only your score: 1 if the response meets the criteria, 0 if it does not."
+
 GRADIENT_TEMPLATE = """You are improving a prompt for a language model.
 Task: {task_description}
 The prompt was:
@@ -178,12 +180,16 @@ def parse_verdict(text: str) -> int | None:
 
 def judge_outputs(judge: Engine, task: Task, examples: list[Example], outputs: list[str], *,
                   criteria: str | None = None, template: str = JUDGE_TEMPLATE, use_expected: bool = True,
-                  max_tokens: int = 96, tracker: Tracker | None = None) -> list[Verdict]:
+                  max_tokens: int = 96, verdict_turn: bool = True,
+                  tracker: Tracker | None = None) -> list[Verdict]:
     """Module 2: an LLM judge scores each output 0/1 (temperature 0), keeping its reasoning.
 
     The judge sees the task description, the criteria and, where the task has answers, the
     expected answer (``use_expected``); for open tasks (MT-Bench) it judges by the criteria only.
-    An unparseable verdict gives ``Verdict(None, text)`` and is counted in ``tracker``.
+    When its text holds no verdict (a small judge, or reasoning cut at ``max_tokens``) and
+    ``verdict_turn`` is on, a second turn asks for the score alone (our choice, as GPO's
+    answer-format turn; counted as ``judge_verdict_turn``). A verdict still unparseable gives
+    ``Verdict(None, text)`` and is counted as ``judge_unparseable``.
     """
     if len(examples) != len(outputs):
         raise ValueError(f"judge_outputs needs one output per example, got {len(outputs)} for {len(examples)}.")
@@ -197,13 +203,19 @@ def judge_outputs(judge: Engine, task: Task, examples: list[Example], outputs: l
         conversations.append([{"role": "user", "content": content}])
     texts = [o[0] for o in tracker.chat("judge", judge, conversations, temperature=0.0, max_tokens=max_tokens,
                                         desc=f"{task.name} / judge")]
-    verdicts = []
-    for text in texts:
-        score = parse_verdict(text)
+    scores = [parse_verdict(text) for text in texts]
+    missing = [i for i, score in enumerate(scores) if score is None] if verdict_turn else []
+    if missing:
+        follow_ups = [conversations[i] + [{"role": "assistant", "content": texts[i]},
+                                          {"role": "user", "content": VERDICT_TURN}] for i in missing]
+        answers = tracker.chat("judge", judge, follow_ups, temperature=0.0, max_tokens=4, desc=f"{task.name} / verdict")
+        tracker.count("judge_verdict_turn", None, len(missing))
+        for i, answer in zip(missing, answers):
+            scores[i], texts[i] = parse_verdict(answer[0]), f"{texts[i]}\n[verdict turn] {answer[0]}"
+    for score, text in zip(scores, texts):
         if score is None:
             tracker.count("judge_unparseable", text)
-        verdicts.append(Verdict(score, text))
-    return verdicts
+    return [Verdict(score, text) for score, text in zip(scores, texts)]
 
 
 def compute_gradients(engine: Engine, task: Task, prompt: str, failures: list[tuple[Example, str, Verdict]], *,
