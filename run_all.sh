@@ -10,5 +10,8 @@ cd "$(dirname "$0")"
 source ./setup_env.sh
 profile="${1:-cpu}"
 [ $# -gt 0 ] && shift
-export PROMPTGRAD_DATA_DIR="${PROMPTGRAD_DATA_DIR:-../shared/data}"
+# Absolute, because the notebooks run from other folders.
+data="${PROMPTGRAD_DATA_DIR:-../shared/data}"
+if [ -d "$data" ]; then data="$(cd "$data" && pwd)"; fi
+export PROMPTGRAD_DATA_DIR="$data"
 python -m promptgrad.runner --profile "$profile" "$@"

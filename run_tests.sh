@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./setup_env.sh
-export PROMPTGRAD_DATA_DIR="${PROMPTGRAD_DATA_DIR:-../shared/data}"
+# Absolute, because the notebooks run from other folders.
+data="${PROMPTGRAD_DATA_DIR:-../shared/data}"
+if [ -d "$data" ]; then data="$(cd "$data" && pwd)"; fi
+export PROMPTGRAD_DATA_DIR="$data"
 smoke=build/smoke
 rm -rf "$smoke"
 python -m promptgrad.runner --profile smoke --prepare-only --out "$smoke/notebooks" --results "$smoke/results"
