@@ -45,3 +45,10 @@ def test_any_difference_refuses_the_row_and_says_why(tmp_path):
     assert source.reuse("sst2", "EmbedGrad", ["t-0"], {}, protocol="forced")[1] == "protocol is not 'forced'"
     assert source.reuse("sst2", "GPO", ["t-0"], {})[1] == "no 'GPO' row for sst2"
     assert json.loads((tmp_path / "01_embedgrad" / "metrics.json").read_text())["rows"][0]["n"] == 6
+
+
+def test_without_the_executed_notebook_nothing_is_reused(tmp_path):
+    source = _source(tmp_path)
+    (source.dir / "01_embedgrad.ipynb").unlink()
+    assert Source(source.dir).reuse("sst2", "EmbedGrad", ["t-0"], {}) == \
+        (None, "no executed notebook to read its parameters from")

@@ -31,3 +31,19 @@ def test_smoke_metrics_follow_the_schema(stem):
         lo, hi = row["ci95"]
         assert 0 <= lo <= row["accuracy"] <= hi <= 1
         assert 0 <= row["format_failure_rate"] <= 1
+
+
+def test_head_to_head_has_every_method_on_every_task_with_its_budget():
+    metrics = json.loads((Path(RESULTS) / "04_head_to_head" / "metrics.json").read_text())
+    required = {"no instruction", "step by step", "EmbedGrad", "PEFT prompt tuning", "GPO", "OPRO", "GRAD-SUM",
+                "GRAD-SUM (no summarization)"}
+    for task in {r["task"] for r in metrics["rows"]}:
+        assert required <= {r["method"] for r in metrics["rows"] if r["task"] == task}, task
+    for row in metrics["rows"]:
+        assert row["source"]
+        if row["method"] in ("GPO", "OPRO", "GRAD-SUM"):
+            assert row["model_calls"] > 0 and row["tokens"] > 0 and row["optimize_seconds"] > 0
+        if row["method"] in ("EmbedGrad", "PEFT prompt tuning"):
+            assert row["train_examples"] > 0 and row["optimize_seconds"] > 0
+    assert {d["task"] for d in metrics["reuse"]} == {r["task"] for r in metrics["rows"]}
+    assert metrics["paired_differences"]

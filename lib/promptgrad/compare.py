@@ -34,7 +34,8 @@ class Source:
         self.dir = Path(directory)
         self.name = self.dir.name
         self.metrics = read_metrics(self.dir)
-        self.params = executed_parameters(self.dir / f"{self.name}.ipynb")
+        executed = self.dir / f"{self.name}.ipynb"  # absent when the notebook ran under nbval
+        self.params = executed_parameters(executed) if executed.is_file() else None
 
     def param(self, name: str, task: str):
         """A parameter's value for a task (per-task dicts are looked up, missing keys are None)."""
@@ -50,6 +51,8 @@ class Source:
                     if (r["task"], r["method"], r["split"]) == (task, method, "test")), None)
         if row is None:
             return None, f"no '{method}' row for {task}"
+        if self.params is None:
+            return None, "no executed notebook to read its parameters from"
         differ = [f"{k}={self.param(k, task)!r} (here {v!r})" for k, v in require.items() if self.param(k, task) != v]
         if differ:
             return None, "differs: " + ", ".join(differ)
