@@ -1,6 +1,6 @@
 """A llama.cpp engine: the same GGUF run in process by ``llama-cpp-python``.
 
-About 5.5x faster than transformers one at a time on 2 cores for the embedded model, but
+About 5x faster than transformers one at a time on 2 cores for the embedded model, but
 0.7x transformers batched at 16 (``python -m promptgrad.bench generate``), and no gradients or
 soft prompts: use it for sequential calls in the text optimizers' loops (optimizer samples,
 judges), and keep every evaluation that compares methods on one engine.
