@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .engines import Usage
 from .evaluation import Evaluation, summarize
 from .results import read_metrics, records_path
 
@@ -65,6 +66,30 @@ class Source:
             return None, f"{len(missing)} of the {len(test_ids)} test examples were not scored there"
         chosen = [records[i] for i in test_ids]
         return Evaluation(chosen, summarize(chosen)), row
+
+
+def find_reusable(sources: list[Source], splits: dict, methods: dict[str, str], required, protocol: str = "direct",
+                  reject=lambda row: None):
+    """For each task of ``splits`` and each method (our name -> the source notebooks' name), the
+    first source row that ``Source.reuse`` accepts and ``reject(row)`` does not (it returns a
+    reason, or None). Returns ``{(task, method): (evaluation, row, source name)}`` and one
+    decision per task and method (where it came from, or why nothing was reused), to show."""
+    found, decisions = {}, []
+    for name, split in splits.items():
+        test_ids = [ex.id for ex in split.test]
+        for method, theirs in methods.items():
+            why = []
+            for source in sources:
+                evaluation, row = source.reuse(name, theirs, test_ids, required(name, theirs), protocol)
+                reason = row if evaluation is None else reject(row)
+                if reason is None:
+                    found[name, method] = (evaluation, row, source.name)
+                    break
+                why.append(f"{source.name}: {reason}")
+            decisions.append({"task": name, "method": method,
+                              "from": found[name, method][2] if (name, method) in found else "run here",
+                              "why not reused": "; ".join(why)[:160] if (name, method) not in found else ""})
+    return found, decisions
 
 
 def text_budget(usage: dict) -> dict:
@@ -138,9 +163,8 @@ def run_gpo(strategy: str, task, splits, loop_engine, optimizer_engine, loop_dev
 
     run = gpo.optimize(task, loop_engine, optimizer_engine, splits.dev[:loop_dev], splits.train[:3],
                        strategy=strategy, **settings)
-    usage = {k: sum(u.get(k, 0) for u in run.usage.values())
-             for k in ("model_calls", "prompt_tokens", "completion_tokens", "wall_seconds")}
-    return run.final["prompt"], text_budget(usage), run
+    usage = sum((Usage(**u) for u in run.usage.values()), Usage())  # task model + optimizer
+    return run.final["prompt"], text_budget(usage.as_dict()), run
 
 
 def run_gradsum(summarize: bool, task, splits, engines: dict, loop_dev: int, **settings):

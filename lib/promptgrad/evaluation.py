@@ -80,6 +80,11 @@ def build_conversations(task: Task, prompt, examples: list[Example], placement: 
     return [[{"role": "user", "content": task.format(ex, text, placement)}] for ex in examples]
 
 
+def follow_up(conversation: list[dict], answer: str, question: str) -> list[dict]:
+    """The conversation continued: the model's answer, then one more user turn."""
+    return conversation + [{"role": "assistant", "content": answer}, {"role": "user", "content": question}]
+
+
 def evaluate_prompt(engine: Engine, task: Task, prompt, examples: list[Example], *, placement: str = "after",
                     protocol: str = "direct", max_tokens: int | None = None, desc: str | None = None) -> Evaluation:
     """Score a prompt (text, or a soft prompt from ``promptgrad.embedgrad``) on examples.
@@ -98,8 +103,7 @@ def evaluate_prompt(engine: Engine, task: Task, prompt, examples: list[Example],
     first = [o[0] for o in engine.chat(conversations, max_tokens=max_tokens, soft_prompt=soft, desc=desc)]
     final = first
     if protocol == "forced":
-        follow_ups = [c + [{"role": "assistant", "content": out}, {"role": "user", "content": task.answer_format}]
-                      for c, out in zip(conversations, first)]
+        follow_ups = [follow_up(c, out, task.answer_format) for c, out in zip(conversations, first)]
         final = [o[0] for o in engine.chat(follow_ups, max_tokens=32, soft_prompt=soft, desc=desc)]
     records = []
     for ex, conv, out, fin in zip(examples, conversations, first, final):

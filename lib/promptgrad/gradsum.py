@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage
-from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, summarize
+from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, summarize
 from .extraction import extract_answer
 from .tasks import Example, Task
 
@@ -206,8 +206,7 @@ def judge_outputs(judge: Engine, task: Task, examples: list[Example], outputs: l
     scores = [parse_verdict(text) for text in texts]
     missing = [i for i, score in enumerate(scores) if score is None] if verdict_turn else []
     if missing:
-        follow_ups = [conversations[i] + [{"role": "assistant", "content": texts[i]},
-                                          {"role": "user", "content": VERDICT_TURN}] for i in missing]
+        follow_ups = [follow_up(conversations[i], texts[i], VERDICT_TURN) for i in missing]
         answers = tracker.chat("judge", judge, follow_ups, temperature=0.0, max_tokens=4, desc=f"{task.name} / verdict")
         tracker.count("judge_verdict_turn", None, len(missing))
         for i, answer in zip(missing, answers):
