@@ -93,3 +93,27 @@ def test_sampling_gives_distinct_samples(local_engine):
     out = local_engine.chat([[{"role": "user", "content": "Invent a name for a cat."}]], n=3, temperature=1.0,
                             max_tokens=8, seed=3)[0]
     assert len(out) == 3 and len(set(out)) > 1
+
+
+CONFIDENT = [([{"role": "user", "content": "What is the capital of France? Answer with one word."}], "Paris"),
+             ([{"role": "user", "content": "Is fire hot? Answer yes or no."}], "yes")]
+OPTIONS = {"Paris": ["London", "Paris"], "yes": ["yes", "no"]}
+
+
+def test_choose_picks_the_likely_option_in_batches_and_caches_it(tmp_path):
+    from promptgrad import TransformersEngine
+
+    engine = TransformersEngine(batch_size=2, system_prompt="You are a helpful assistant.",
+                                cache=ResponseCache(tmp_path / "c.sqlite"))
+    convs = [c for c, _ in CONFIDENT] + [[{"role": "user", "content": "Say hello in a long, friendly sentence."}]]
+    options = ["yes", "no"]
+    together = engine.choose(convs, options)  # left-padded batches of two
+    assert together == [engine.choose([c], options)[0] for c in convs]
+    assert engine.usage.model_calls == 3 and engine.usage.cache_hits == 3
+    for conv, answer in CONFIDENT:
+        assert engine.choose([conv], OPTIONS[answer]) == [answer]
+        assert engine.choose([conv], OPTIONS[answer][::-1]) == [answer]
+    with pytest.raises(ValueError, match="distinct"):
+        engine.choose(convs, ["yes", "yes"])
+    with pytest.raises(ValueError, match="share their first token"):
+        engine.choose(convs, ["yes", "yesterday"])

@@ -56,6 +56,13 @@ class Scripted(Engine):
             out.append(self.answer(role, text, n))
         return out
 
+    def _choose(self, conversations, options, *, desc):
+        """A scripted reply that is one of the options; anything else stands for a server whose
+        top log-probs hold none of them."""
+        replies = [self._generate([conv], n=1, temperature=0, max_tokens=1, seed=0, soft_prompt=None, desc=desc)[0][0]
+                   for conv in conversations]
+        return [r if r in options else None for r in replies]
+
     def answer(self, role, text, n):
         if role == "generation":
             i = int(re.search(r"Q(\d+):", text).group(1))
@@ -154,12 +161,12 @@ def test_judge_verdict_parsing_and_malformed_outputs_are_counted():
     assert gradsum.parse_verdict("I think it is good") is None
     assert gradsum.parse_verdict("") is None
     task, examples = make_task()
-    outputs = iter(["Score: 1", "no idea", "", "Score: 0", "1", "maybe"])  # then the two verdict turns
+    outputs = iter(["Score: 1", "no idea", "", "Score: 0", "1", "maybe"])  # then the two constrained verdict turns
     engine = Scripted(judge=lambda text: next(outputs))
     tracker = gradsum.Tracker()
     verdicts = gradsum.judge_outputs(engine, task, examples[:4], ["a", "b", "c", "d"], tracker=tracker)
     assert [v.score for v in verdicts] == [1, 1, None, 0]
-    assert verdicts[1].reasoning == "no idea\n[verdict turn] 1"
+    assert verdicts[1].reasoning == "no idea\n[verdict turn, constrained to 0/1] 1"
     assert tracker.counts == {"judge_verdict_turn": 2, "judge_unparseable": 1}
     assert tracker.usage["judge"].model_calls == 6 and tracker.usage["generation"].model_calls == 0
     assert "Expected answer: 1" in engine.seen["judge"][0]
@@ -263,3 +270,29 @@ def test_small_run_on_the_embedded_model():
     assert all("{question}" in b["prompt"] for b in result.beam)
     assert result.usage["generation"].model_calls >= 3 and result.usage["judge"].model_calls >= 3
     assert all(isinstance(v, int) for v in result.counts.values())
+
+
+def test_exact_judge_scores_without_a_model_and_the_llm_judge_is_measured_apart():
+    task, examples = make_task()
+    engine = Scripted(editor=lambda p, f, n: [f"<prompt>{p} ++++++</prompt>"] * n)
+    engines = gradsum.loop_engines({"generator": engine, "judge": engine}, task, gradsum.EXACT_JUDGE)
+    assert engines["judge"] == gradsum.EXACT_JUDGE
+    result = run(engine, task, examples, judge=engines["judge"])
+    assert engine.seen["judge"] == [] and result.usage["judge"].model_calls == 0
+    assert result.agreement == {"agree": 0, "n": 0}  # exact vs exact says nothing
+    assert result.beam[0]["score"] > result.history[0]["beam_scores"][0]  # '+' candidates pass more
+    assert result.config["engines"]["judge"] == "exact"
+    verdicts = gradsum.judge_outputs("exact", task, examples[:2], ["The answer is 1.", "The answer is 7."])
+    assert [v.score for v in verdicts] == [1, 0] and "expected '2'" in verdicts[1].reasoning
+
+    always_pass = Scripted(judge=lambda text: "Score: 1")
+    row = gradsum.measure_agreement(engine, always_pass, task, "{question}\nAnswer. +++", examples[:6])
+    assert row["judge_pass_rate"] == 1.0 and row["exact_rate"] == 0.5 and row["agreement"] == 0.5
+    assert row["n"] == 6 and row["judge_unparseable"] == 0
+
+    open_task, _ = make_task("open")
+    assert gradsum.loop_engines({"judge": engine}, open_task, "exact")["judge"] is engine
+    with pytest.raises(ValueError, match="needs a task with answers"):
+        gradsum.judge_outputs("exact", open_task, examples[:1], ["x"])
+    with pytest.raises(ValueError, match="loop_judge must be"):
+        gradsum.loop_engines({"judge": engine}, task, "oracle")

@@ -28,6 +28,18 @@ def test_samples_are_distinct_and_usage_is_counted(engine):
     assert usage.model_calls == 3 and usage.prompt_tokens > 0 and 0 < usage.completion_tokens <= 3 * 12
 
 
+def test_choose_agrees_with_the_transformers_engine(engine, local_engine):
+    """The same GGUF, decoding constrained to the options (a grammar here, logits there)."""
+    convs = [[{"role": "user", "content": "What is the capital of France? Answer with one word."}],
+             [{"role": "user", "content": "Is the moon made of cheese? Answer yes or no."}],
+             [{"role": "user", "content": "Is 17 a prime number? Answer yes or no."}]]
+    engine.usage = Usage()
+    for options in (["London", "Paris"], ["yes", "no"]):
+        assert engine.choose(convs, options) == local_engine.choose(convs, options)
+    assert engine.choose(convs[:1], ["London", "Paris"]) == ["Paris"]
+    assert engine.usage.model_calls == 7 and engine.usage.completion_tokens == 7
+
+
 def test_missing_gguf_fails_before_loading(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         LlamaCppEngine(str(tmp_path / "no-such-model.gguf"))

@@ -56,6 +56,16 @@ def test_concurrent_requests_give_the_sequential_answers(server):
     assert concurrent == sequential
 
 
+def test_choose_reads_the_top_log_probs(server):
+    engine = engine_for(server.url)
+    convs = [[{"role": "user", "content": "What is the capital of France? Answer with one word."}],
+             [{"role": "user", "content": "Is fire hot? Answer yes or no."}]]
+    assert engine.choose(convs, ["London", "Paris"])[0] == "Paris"
+    assert engine.choose(convs[1:], ["no", "yes"]) == ["yes"]
+    assert engine.choose(convs[1:], ["zebra", "xylophone"]) == [None]  # in no top-20 list
+    assert engine.usage.model_calls == 4 and engine.usage.completion_tokens == 4
+
+
 def test_server_killed_mid_run_then_restarted_resumes_from_the_cache(tmp_path):
     cache = tmp_path / "run.sqlite"
     with LlamaServer(tmp_path / "server.log") as server:

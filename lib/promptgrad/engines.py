@@ -10,12 +10,13 @@ completions carry their sample index in the cache key, so samples stay distinct.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
 import random
 import time
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -51,6 +52,19 @@ class Usage:
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+@contextlib.contextmanager
+def metered(engine: "Engine") -> Iterator[Usage]:
+    """The usage ``engine`` spends inside the block, filled in on exit (one engine object may
+    serve several roles, so each role meters its own calls)."""
+    spent = Usage()
+    before = dataclasses.replace(engine.usage)
+    try:
+        yield spent
+    finally:
+        for field in dataclasses.fields(Usage):
+            setattr(spent, field.name, getattr(engine.usage, field.name) - getattr(before, field.name))
 
 
 class Engine:
@@ -93,19 +107,39 @@ class Engine:
                       seed=seed if temperature > 0 else None,
                       soft_prompt=soft_prompt.fingerprint() if soft_prompt is not None else None)
         keys = [[cache_key(messages=conv, sample=i, **params) for i in range(n)] for conv in conversations]
+        return self._through_cache(conversations, keys, lambda todo: self._generate(
+            todo, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, soft_prompt=soft_prompt, desc=desc))
+
+    def choose(self, conversations: list[Conversation], options: list[str], *, desc: str | None = None) \
+            -> list[str | None]:
+        """For each conversation, the option the model likes best as its reply: decoding
+        constrained to ``options`` (greedy), for verdicts and labels that a small model will not
+        write in the asked format. Options must differ in their first token. ``None`` where the
+        engine cannot tell (an OpenAI-compatible server whose top log-probs hold no option)."""
+        if len(options) < 2 or len(set(options)) != len(options) or not all(o.strip() for o in options):
+            raise ValueError(f"choose needs at least two distinct, non-blank options, got {options!r}.")
+        conversations = [self.prepare(c) for c in conversations]
+        keys = [[cache_key(messages=conv, engine=self.kind, model=self.model, choose=list(options))]
+                for conv in conversations]
+        found = self._through_cache(conversations, keys, lambda todo: [[c or ""] for c in self._choose(
+            todo, list(options), desc=desc)])
+        return [row[0] or None for row in found]
+
+    def _through_cache(self, conversations, keys: list[list[str]], run) -> list[list]:
+        """Cached values per conversation; ``run`` computes the rows of the conversations missing."""
         found = [[self.cache.get(k) for k in row] for row in keys]
         missing = [i for i, row in enumerate(found) if any(v is None for v in row)]
-        self.usage.cache_hits += (len(conversations) - len(missing)) * n
+        computed = sum(len(keys[i]) for i in missing)
+        self.usage.cache_hits += sum(map(len, keys)) - computed
         if missing:
             start = time.perf_counter()
-            outputs = self._generate([conversations[i] for i in missing], n=n, temperature=temperature,
-                                     max_tokens=max_tokens, seed=seed, soft_prompt=soft_prompt, desc=desc)
+            outputs = run([conversations[i] for i in missing])
             self.usage.wall_seconds += time.perf_counter() - start
-            self.usage.model_calls += len(missing) * n
+            self.usage.model_calls += computed
             new = {}
-            for i, texts in zip(missing, outputs):
-                found[i] = list(texts)
-                new.update(zip(keys[i], texts))
+            for i, values in zip(missing, outputs):
+                found[i] = list(values)
+                new.update(zip(keys[i], values))
             self.cache.put_many(new)
         return found
 
@@ -113,6 +147,9 @@ class Engine:
 
     def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
         raise NotImplementedError
+
+    def _choose(self, conversations, options, *, desc) -> list[str | None]:
+        raise NotImplementedError(f"{type(self).__name__} cannot constrain its output to options.")
 
 
 class TransformersEngine(Engine):
@@ -159,6 +196,25 @@ class TransformersEngine(Engine):
             for j, i in enumerate(batch):
                 outputs[i] = [s.strip() for s in decoded[j * n:(j + 1) * n]]
         return outputs
+
+
+    @torch.no_grad()
+    def _choose(self, conversations, options, *, desc):
+        ids = [self.tokenizer.encode(o, add_special_tokens=False)[0] for o in options]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"Options {options!r} share their first token; choose tells them apart by it.")
+        texts = [self.render(c) for c in conversations]
+        chosen: list[str | None] = []
+        batches = [texts[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        for batch in tqdm(batches, desc=desc or "choose", disable=len(batches) < 2, leave=False):
+            inputs = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            inputs = {k: v.to(self.hf_model.device) for k, v in inputs.items()}
+            positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding
+            logits = self.hf_model(**inputs, position_ids=positions).logits[:, -1, ids]
+            self.usage.prompt_tokens += int(inputs["attention_mask"].sum())
+            self.usage.completion_tokens += len(batch)
+            chosen += [options[j] for j in logits.argmax(-1).tolist()]
+        return chosen
 
 
 def _completion_lengths(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -209,12 +265,10 @@ class OpenAIEngine(Engine):
         self._retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
                            openai.APITimeoutError)
 
-    def _request(self, conversation: Conversation, n: int, temperature: float, max_tokens: int, seed: int):
+    def _request(self, conversation: Conversation, **params):
         for attempt in range(self.max_retries + 1):
             try:
-                return self.client.chat.completions.create(
-                    model=self.model, messages=conversation, n=n, temperature=temperature,
-                    max_tokens=max_tokens, seed=seed if temperature > 0 else None)
+                return self.client.chat.completions.create(model=self.model, messages=conversation, **params)
             except self._retryable as err:
                 if attempt == self.max_retries:
                     raise EngineError(
@@ -227,21 +281,43 @@ class OpenAIEngine(Engine):
                 raise EngineError(f"Request to {self.base_url or 'OpenAI'} failed: {type(err).__name__}: {err}") \
                     from err
 
+    def _count(self, resp) -> None:
+        if resp.usage is not None:
+            self.usage.prompt_tokens += resp.usage.prompt_tokens
+            self.usage.completion_tokens += resp.usage.completion_tokens
+
     def _complete(self, conversation, n, temperature, max_tokens, seed) -> list[str]:
         texts: list[str] = []
         while len(texts) < n:  # some servers (llama.cpp) return one choice whatever n is
-            resp = self._request(conversation, n - len(texts), temperature, max_tokens, seed + len(texts))
-            if resp.usage is not None:
-                self.usage.prompt_tokens += resp.usage.prompt_tokens
-                self.usage.completion_tokens += resp.usage.completion_tokens
+            resp = self._request(conversation, n=n - len(texts), temperature=temperature, max_tokens=max_tokens,
+                                 seed=seed + len(texts) if temperature > 0 else None)
+            self._count(resp)
             texts += [(c.message.content or "").strip() for c in resp.choices]
             if not resp.choices:
                 raise EngineError(f"{self.base_url or 'OpenAI'} returned no choices for model {self.model}.")
         return texts[:n]
 
+    def _choose_one(self, conversation, options) -> str | None:
+        """The option with the highest log-prob among the first token's top 20 (servers give no
+        more); None when none of them is an option."""
+        resp = self._request(conversation, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20)
+        self._count(resp)
+        content = resp.choices[0].logprobs.content if resp.choices and resp.choices[0].logprobs else None
+        if not content:
+            return None
+        scores = {t.token.strip(): t.logprob for t in content[0].top_logprobs}
+        known = [o for o in options if o.strip() in scores]
+        return max(known, key=lambda o: scores[o.strip()]) if known else None
+
     def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
+        return self._concurrently(lambda c: self._complete(c, n, temperature, max_tokens, seed), conversations, desc)
+
+    def _choose(self, conversations, options, *, desc):
+        return self._concurrently(lambda c: self._choose_one(c, options), conversations, desc)
+
+    def _concurrently(self, call, conversations, desc) -> list:
         with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
-            futures = [pool.submit(self._complete, c, n, temperature, max_tokens, seed) for c in conversations]
+            futures = [pool.submit(call, c) for c in conversations]
             for _ in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc=desc or self.model,
                           disable=len(futures) < 8, leave=False):
                 pass

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
-from .engines import Engine, Usage
+from .engines import Engine, Usage, metered
 from .evaluation import evaluate_prompt
 from .tasks import Example, Task
 
@@ -355,20 +355,9 @@ class Run:
                 "usage": self.usage, "summary": self.summary()}
 
 
-class _Meter:
-    """Usage an engine spends inside a block, added to a running total (engines may be shared)."""
-
-    def __init__(self, engine: Engine, total: dict):
-        self.engine, self.total = engine, total
-
-    def __enter__(self):
-        self.before = dataclasses.replace(self.engine.usage)
-
-    def __exit__(self, *exc):
-        after = self.engine.usage
-        for field in dataclasses.fields(Usage):
-            delta = getattr(after, field.name) - getattr(self.before, field.name)
-            self.total[field.name] = self.total.get(field.name, 0) + delta
+def _accumulate(total: dict, spent: Usage) -> None:
+    for name, value in spent.as_dict().items():
+        total[name] = total.get(name, 0) + value
 
 
 def _fingerprint(examples: list[Example]) -> str:
@@ -413,9 +402,10 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
 
     def score(prompt: str) -> float:
         if prompt not in scores:
-            with _Meter(task_engine, state["usage"]["task"]):
+            with metered(task_engine) as spent:
                 ev = evaluate_prompt(task_engine, task, prompt, dev, placement=placement, protocol=protocol,
                                      max_tokens=max_tokens, desc=f"{strategy.name} dev")
+            _accumulate(state["usage"]["task"], spent)
             scores[prompt] = ev.summary["accuracy"]
         return scores[prompt]
 
@@ -443,10 +433,11 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         limit = edit_limit(t, steps, strategy.schedule)
         retrieved = retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed)
         text = meta_prompt(strategy.update, current, retrieved, exemplars, task, limit, placement)
-        with _Meter(optimizer_engine, state["usage"]["optimizer"]):
+        with metered(optimizer_engine) as spent:
             outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
                                             temperature=temperature, max_tokens=optimizer_max_tokens,
                                             seed=seed * 1000 + t, desc=f"{strategy.name} optimizer")[0]
+        _accumulate(state["usage"]["optimizer"], spent)
         prompts, counts = parse_candidates(outputs, parse)
         failed = sum(counts[k] for k in FAILED)
         if failed:

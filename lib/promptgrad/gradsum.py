@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 
 from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
-from .engines import Engine, Usage
+from .engines import Engine, Usage, metered
 from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, summarize
 from .extraction import extract_answer
 from .tasks import Example, Task
@@ -58,6 +58,8 @@ Response:
 First explain in one or two sentences whether the response meets the criteria. Then, on the last line, write "Score: 1" if it does or "Score: 0" if it does not."""
 
 JUDGE_EXPECTED = "\nExpected answer: {target}\n"
+
+EXACT_JUDGE = "exact"  # a judge spec: the task's extractor against the expected answer, no model
 
 VERDICT_TURN = "Now give only your score: 1 if the response meets the criteria, 0 if it does not."
 
@@ -125,13 +127,17 @@ class Tracker:
         self.malformed: list[dict] = []
 
     def chat(self, role: str, engine: Engine, conversations, **kwargs) -> list[list[str]]:
+        return self._metered(role, engine, engine.chat, conversations, **kwargs)
+
+    def choose(self, role: str, engine: Engine, conversations, options: list[str], **kwargs) -> list[str | None]:
+        return self._metered(role, engine, engine.choose, conversations, options, **kwargs)
+
+    def _metered(self, role, engine, call, conversations, *args, **kwargs) -> list:
         if not conversations:
             return []
-        before = dataclasses.replace(engine.usage)
-        out = engine.chat(conversations, **kwargs)
-        after = engine.usage
-        delta = Usage(*(a - b for a, b in zip(dataclasses.astuple(after), dataclasses.astuple(before))))
-        self.usage[role] = self.usage[role] + delta
+        with metered(engine) as spent:
+            out = call(conversations, *args, **kwargs)
+        self.usage[role] = self.usage[role] + spent
         return out
 
     def count(self, what: str, text: str = "", k: int = 1) -> None:
@@ -178,7 +184,7 @@ def parse_verdict(text: str) -> int | None:
     return int(bare) if bare in ("0", "1") else None
 
 
-def judge_outputs(judge: Engine, task: Task, examples: list[Example], outputs: list[str], *,
+def judge_outputs(judge: Engine | str, task: Task, examples: list[Example], outputs: list[str], *,
                   criteria: str | None = None, template: str = JUDGE_TEMPLATE, use_expected: bool = True,
                   max_tokens: int = 96, verdict_turn: bool = True,
                   tracker: Tracker | None = None) -> list[Verdict]:
@@ -187,12 +193,23 @@ def judge_outputs(judge: Engine, task: Task, examples: list[Example], outputs: l
     The judge sees the task description, the criteria and, where the task has answers, the
     expected answer (``use_expected``); for open tasks (MT-Bench) it judges by the criteria only.
     When its text holds no verdict (a small judge, or reasoning cut at ``max_tokens``) and
-    ``verdict_turn`` is on, a second turn asks for the score alone (our choice, as GPO's
-    answer-format turn; counted as ``judge_verdict_turn``). A verdict still unparseable gives
-    ``Verdict(None, text)`` and is counted as ``judge_unparseable``.
+    ``verdict_turn`` is on, a second turn asks for the score alone and decodes it constrained
+    to "0" or "1" (``Engine.choose``: the likelier of the two; our choice, counted as
+    ``judge_verdict_turn``). A verdict still missing (a server whose top log-probs hold
+    neither) gives ``Verdict(None, text)`` and is counted as ``judge_unparseable``.
+
+    ``judge=EXACT_JUDGE`` ("exact") scores by exact match instead, no model: our option for
+    small models, whose judge carries no signal (see :func:`measure_agreement`).
     """
     if len(examples) != len(outputs):
         raise ValueError(f"judge_outputs needs one output per example, got {len(outputs)} for {len(examples)}.")
+    if judge == EXACT_JUDGE:
+        if not task.has_answers:
+            raise ValueError(f"The exact-match judge needs a task with answers; {task.name} has none: "
+                             f"give an LLM judge.")
+        extracted = [extract_answer(out, task.kind) for out in outputs]
+        return [Verdict(int(got == ex.target), f"Exact match: extracted {got!r}, expected {ex.target!r}.")
+                for got, ex in zip(extracted, examples)]
     tracker = tracker or Tracker()
     criteria = criteria or DEFAULT_CRITERIA[task.has_answers]
     conversations = []
@@ -207,10 +224,11 @@ def judge_outputs(judge: Engine, task: Task, examples: list[Example], outputs: l
     missing = [i for i, score in enumerate(scores) if score is None] if verdict_turn else []
     if missing:
         follow_ups = [follow_up(conversations[i], texts[i], VERDICT_TURN) for i in missing]
-        answers = tracker.chat("judge", judge, follow_ups, temperature=0.0, max_tokens=4, desc=f"{task.name} / verdict")
+        answers = tracker.choose("judge", judge, follow_ups, ["0", "1"], desc=f"{task.name} / verdict")
         tracker.count("judge_verdict_turn", None, len(missing))
         for i, answer in zip(missing, answers):
-            scores[i], texts[i] = parse_verdict(answer[0]), f"{texts[i]}\n[verdict turn] {answer[0]}"
+            scores[i] = None if answer is None else int(answer)
+            texts[i] = f"{texts[i]}\n[verdict turn, constrained to 0/1] {answer}"
     for score, text in zip(scores, texts):
         if score is None:
             tracker.count("judge_unparseable", text)
@@ -318,7 +336,7 @@ class Scored:
         return sum(self.exact) / len(self.exact) if self.exact else None
 
 
-def score_prompt(generator: Engine, judge: Engine, task: Task, prompt: str, examples: list[Example], *,
+def score_prompt(generator: Engine, judge: Engine | str, task: Task, prompt: str, examples: list[Example], *,
                  criteria: str | None = None, max_tokens: int | None = None, judge_max_tokens: int = 96,
                  judge_template: str = JUDGE_TEMPLATE, tracker: Tracker | None = None) -> Scored:
     """Generation + judge on examples; exact match too where the task has answers."""
@@ -400,12 +418,14 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     return state
 
 
-def _engine_name(engine: Engine) -> str:
+def _engine_name(engine: Engine | str) -> str:
+    if isinstance(engine, str):
+        return engine
     return f"{engine.kind}:{engine.model}"
 
 
 def optimize(task: Task, train: list[Example], val: list[Example], *, initial_prompt: str,
-             generator: Engine, judge: Engine | None = None, gradient_engine: Engine | None = None,
+             generator: Engine, judge: Engine | str | None = None, gradient_engine: Engine | None = None,
              editor: Engine | None = None, summarizer: Engine | None = None, criteria: str | None = None,
              beam: int = 3, children: int = 2, iterations: int = 10, minibatch: int = 30, summarize: bool = True,
              editor_temperature: float = 0.5, max_tokens: int | None = None, judge_max_tokens: int = 96,
@@ -422,7 +442,8 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
     draw) so both arms score the same number of candidates. Candidates are scored on ``val`` by
     the judge's mean score; the best ``beam`` prompts of beam + candidates survive.
 
-    ``judge``, ``gradient_engine``, ``summarizer`` and ``editor`` default to ``generator``.
+    ``judge``, ``gradient_engine``, ``summarizer`` and ``editor`` default to ``generator``;
+    ``judge=EXACT_JUDGE`` scores by exact match (tasks with answers).
     ``templates`` overrides module templates by name: judge, gradient, summary, edit.
     ``checkpoint``: a JSON file written after every iteration; an existing one is resumed (a
     corrupt one, or one from another configuration, raises :class:`CheckpointError`).
@@ -473,7 +494,7 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
         return val_scores[prompt]
 
     def record_agreement(scored: Scored) -> None:
-        if scored.exact is None:
+        if scored.exact is None or judge == EXACT_JUDGE:
             return
         for v, e in zip(scored.verdicts, scored.exact):
             if v.score is not None:
@@ -570,11 +591,10 @@ def evaluate_methods(generator: Engine, judge: Engine, task: Task, prompts: dict
     evaluations = {}
     for method, prompt in prompts.items():
         if task.has_answers:
-            before = dataclasses.replace(generator.usage)
-            evaluation = evaluate_prompt(generator, task, prompt, examples, max_tokens=max_tokens,
-                                         protocol=protocol, desc=f"{task.name} / {method}")
-            tracker.usage["generation"] = tracker.usage["generation"] + Usage(
-                *(a - b for a, b in zip(dataclasses.astuple(generator.usage), dataclasses.astuple(before))))
+            with metered(generator) as spent:
+                evaluation = evaluate_prompt(generator, task, prompt, examples, max_tokens=max_tokens,
+                                             protocol=protocol, desc=f"{task.name} / {method}")
+            tracker.usage["generation"] = tracker.usage["generation"] + spent
         else:
             evaluation = evaluate_with_judge(generator, judge, task, prompt, examples, criteria=criteria,
                                              max_tokens=max_tokens, judge_max_tokens=judge_max_tokens,
@@ -665,6 +685,30 @@ def agreement_table(runs: dict[str, dict[str, GradSumRun]]) -> list[dict]:
             rows.append({"task": task, "agreement": agree / n, "n": n,
                          "judge_unparseable": sum(r.counts.get("judge_unparseable", 0) for r in arms.values())})
     return rows
+
+
+def measure_agreement(generator: Engine, judge: Engine, task: Task, prompt: str, examples: list[Example], *,
+                      criteria: str | None = None, max_tokens: int | None = None, judge_max_tokens: int = 96,
+                      tracker: Tracker | None = None) -> dict:
+    """The LLM judge against exact match on one prompt's outputs, outside any loop (for runs
+    whose loop judged by exact match): agreement, and how often each passes an output."""
+    if not task.has_answers:
+        raise ValueError(f"{task.name} has no answers to agree with.")
+    scored = score_prompt(generator, judge, task, prompt, examples, criteria=criteria, max_tokens=max_tokens,
+                          judge_max_tokens=judge_max_tokens, tracker=tracker)
+    pairs = [(v.score, e) for v, e in zip(scored.verdicts, scored.exact) if v.score is not None]
+    return {"task": task.name, "agreement": sum((v == 1) == e for v, e in pairs) / len(pairs) if pairs else None,
+            "n": len(pairs), "judge_unparseable": len(examples) - len(pairs),
+            "judge_pass_rate": sum(v for v, _ in pairs) / len(pairs) if pairs else None,
+            "exact_rate": scored.exact_score}
+
+
+def loop_engines(engines: dict, task: Task, loop_judge: str | None = None) -> dict:
+    """The roles' engines for one task's loop: ``loop_judge=EXACT_JUDGE`` replaces the judge
+    where the task has answers (tasks without keep the LLM judge)."""
+    if loop_judge not in (None, EXACT_JUDGE):
+        raise ValueError(f"loop_judge must be None or {EXACT_JUDGE!r}, got {loop_judge!r}.")
+    return {**engines, "judge": EXACT_JUDGE} if loop_judge and task.has_answers else engines
 
 
 def plot_agreement(rows: list[dict]):

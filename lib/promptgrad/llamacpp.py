@@ -8,6 +8,7 @@ judges), and keep every evaluation that compares methods on one engine.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -50,3 +51,21 @@ class LlamaCppEngine(Engine):
                 samples.append((response["choices"][0]["message"]["content"] or "").strip())
             outputs.append(samples)
         return outputs
+
+    def _choose(self, conversations, options, *, desc):
+        from llama_cpp import LlamaGrammar
+
+        grammar = LlamaGrammar.from_string("root ::= " + " | ".join(json.dumps(o) for o in options), verbose=False)
+        longest = max(len(self.llm.tokenize(o.encode(), add_bos=False, special=False)) for o in options)
+        chosen = []
+        for conversation in tqdm(conversations, desc=desc or "llama.cpp", disable=len(conversations) < 8,
+                                 leave=False):
+            self.llm.reset()
+            response = self.llm.create_chat_completion(messages=conversation, max_tokens=longest, temperature=0.0,
+                                                       grammar=grammar)
+            usage = response.get("usage") or {}
+            self.usage.prompt_tokens += usage.get("prompt_tokens", 0)
+            self.usage.completion_tokens += usage.get("completion_tokens", 0)
+            text = response["choices"][0]["message"]["content"] or ""
+            chosen.append(text if text in options else None)
+        return chosen
