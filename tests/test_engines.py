@@ -95,25 +95,29 @@ def test_sampling_gives_distinct_samples(local_engine):
     assert len(out) == 3 and len(set(out)) > 1
 
 
-CONFIDENT = [([{"role": "user", "content": "What is the capital of France? Answer with one word."}], "Paris"),
-             ([{"role": "user", "content": "Is fire hot? Answer yes or no."}], "yes")]
-OPTIONS = {"Paris": ["London", "Paris"], "yes": ["yes", "no"]}
+CHOICES = [("What is the capital of France? Answer with one word.", ["London", "Paris"]),
+           ("Is fire hot? Answer Yes or No.", ["Yes", "No"]),  # the 135M model answers "No."
+           ("Is the moon made of cheese? Answer Yes or No.", ["Yes", "No"])]
 
 
-def test_choose_picks_the_likely_option_in_batches_and_caches_it(tmp_path):
+def test_choose_matches_the_greedy_first_word_in_batches_and_caches_it(tmp_path):
     from promptgrad import TransformersEngine
 
     engine = TransformersEngine(batch_size=2, system_prompt="You are a helpful assistant.",
                                 cache=ResponseCache(tmp_path / "c.sqlite"))
-    convs = [c for c, _ in CONFIDENT] + [[{"role": "user", "content": "Say hello in a long, friendly sentence."}]]
-    options = ["yes", "no"]
-    together = engine.choose(convs, options)  # left-padded batches of two
-    assert together == [engine.choose([c], options)[0] for c in convs]
-    assert engine.usage.model_calls == 3 and engine.usage.cache_hits == 3
-    for conv, answer in CONFIDENT:
-        assert engine.choose([conv], OPTIONS[answer]) == [answer]
-        assert engine.choose([conv], OPTIONS[answer][::-1]) == [answer]
+    convs = [[{"role": "user", "content": q}] for q, _ in CHOICES]
+    together = engine.choose(convs, ["Yes", "No"])  # left-padded batches of two
+    assert engine.usage.model_calls == 3
+    assert engine.choose(convs, ["Yes", "No"]) == together and engine.usage.cache_hits == 3
+    engine.cache = ResponseCache(None)
+    assert together == [engine.choose([c], ["Yes", "No"])[0] for c in convs]
+    greedy = [row[0] for row in engine.chat(convs, max_tokens=4)]
+    assert not greedy[0].startswith("Paris") and engine.choose(convs[:1], ["London", "Paris"]) == ["Paris"]
+    for conv, (_, options), text in list(zip(convs, CHOICES, greedy))[1:]:
+        first = [o for o in options if text.startswith(o)]
+        assert first, text  # the questions were picked so that the greedy reply starts with an option
+        assert engine.choose([conv], options) == first == engine.choose([conv], options[::-1])
     with pytest.raises(ValueError, match="distinct"):
-        engine.choose(convs, ["yes", "yes"])
+        engine.choose(convs, ["Yes", "Yes"])
     with pytest.raises(ValueError, match="share their first token"):
-        engine.choose(convs, ["yes", "yesterday"])
+        engine.choose(convs, ["1", "10"])  # digits are single tokens

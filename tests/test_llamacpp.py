@@ -29,12 +29,12 @@ def test_samples_are_distinct_and_usage_is_counted(engine):
 
 
 def test_choose_agrees_with_the_transformers_engine(engine, local_engine):
-    """The same GGUF, decoding constrained to the options (a grammar here, logits there)."""
-    convs = [[{"role": "user", "content": "What is the capital of France? Answer with one word."}],
-             [{"role": "user", "content": "Is the moon made of cheese? Answer yes or no."}],
-             [{"role": "user", "content": "Is 17 a prime number? Answer yes or no."}]]
+    """The same GGUF, decoding constrained to the options (a logit bias here, the logits there)."""
+    convs = [[{"role": "user", "content": q}] for q in (
+        "What is the capital of France? Answer with one word.", "Is fire hot? Answer Yes or No.",
+        "Is the moon made of cheese? Answer Yes or No.")]  # clear calls: Q4 and fp32 logits agree on them
     engine.usage = Usage()
-    for options in (["London", "Paris"], ["yes", "no"]):
+    for options in (["London", "Paris"], ["Yes", "No"]):
         assert engine.choose(convs, options) == local_engine.choose(convs, options)
     assert engine.choose(convs[:1], ["London", "Paris"]) == ["Paris"]
     assert engine.usage.model_calls == 7 and engine.usage.completion_tokens == 7

@@ -8,7 +8,6 @@ judges), and keep every evaluation that compares methods on one engine.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -53,19 +52,20 @@ class LlamaCppEngine(Engine):
         return outputs
 
     def _choose(self, conversations, options, *, desc):
-        from llama_cpp import LlamaGrammar
-
-        grammar = LlamaGrammar.from_string("root ::= " + " | ".join(json.dumps(o) for o in options), verbose=False)
-        longest = max(len(self.llm.tokenize(o.encode(), add_bos=False, special=False)) for o in options)
+        # As TransformersEngine: the option whose first token the model likes best. A bias of
+        # +100 on those tokens leaves their order as it was and rules out every other token.
+        firsts = [self.llm.tokenize(o.encode(), add_bos=False, special=False)[0] for o in options]
+        if len(set(firsts)) != len(firsts):
+            raise ValueError(f"Options {options!r} share their first token; choose tells them apart by it.")
+        by_text = {self.llm.detokenize([t]).decode(errors="replace"): o for t, o in zip(firsts, options)}
         chosen = []
         for conversation in tqdm(conversations, desc=desc or "llama.cpp", disable=len(conversations) < 8,
                                  leave=False):
             self.llm.reset()
-            response = self.llm.create_chat_completion(messages=conversation, max_tokens=longest, temperature=0.0,
-                                                       grammar=grammar)
+            response = self.llm.create_chat_completion(messages=conversation, max_tokens=1, temperature=0.0,
+                                                       logit_bias={t: 100.0 for t in firsts})
             usage = response.get("usage") or {}
             self.usage.prompt_tokens += usage.get("prompt_tokens", 0)
             self.usage.completion_tokens += usage.get("completion_tokens", 0)
-            text = response["choices"][0]["message"]["content"] or ""
-            chosen.append(text if text in options else None)
+            chosen.append(by_text.get(response["choices"][0]["message"]["content"] or ""))
         return chosen
