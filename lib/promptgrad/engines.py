@@ -200,9 +200,7 @@ class TransformersEngine(Engine):
 
     @torch.no_grad()
     def _choose(self, conversations, options, *, desc):
-        ids = [self.tokenizer.encode(o, add_special_tokens=False)[0] for o in options]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"Options {options!r} share their first token; choose tells them apart by it.")
+        ids = first_tokens(options, lambda o: self.tokenizer.encode(o, add_special_tokens=False))
         texts = [self.render(c) for c in conversations]
         chosen: list[str | None] = []
         batches = [texts[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
@@ -215,6 +213,14 @@ class TransformersEngine(Engine):
             self.usage.completion_tokens += len(batch)
             chosen += [options[j] for j in logits.argmax(-1).tolist()]
         return chosen
+
+
+def first_tokens(options: list[str], tokenize) -> list[int]:
+    """Each option's first token id; ``choose`` tells options apart by it, so they must differ."""
+    ids = [tokenize(o)[0] for o in options]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"Options {options!r} share their first token; choose tells them apart by it.")
+    return ids
 
 
 def _completion_lengths(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:

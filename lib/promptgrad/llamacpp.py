@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .cache import ResponseCache
-from .engines import Engine
+from .engines import Engine, first_tokens
 from .models import EMBEDDED_MODEL, embedded_gguf_path
 
 
@@ -34,38 +34,27 @@ class LlamaCppEngine(Engine):
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                          verbose=False)
 
+    def _reply(self, conversation, **params) -> str:
+        """One completion from a fresh context, its usage counted."""
+        self.llm.reset()
+        response = self.llm.create_chat_completion(messages=conversation, **params)
+        usage = response.get("usage") or {}
+        self.usage.prompt_tokens += usage.get("prompt_tokens", 0)
+        self.usage.completion_tokens += usage.get("completion_tokens", 0)
+        return response["choices"][0]["message"]["content"] or ""
+
+    def _each(self, conversations, desc):
+        return tqdm(conversations, desc=desc or "llama.cpp", disable=len(conversations) < 8, leave=False)
+
     def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
-        outputs = []
-        for conversation in tqdm(conversations, desc=desc or "llama.cpp", disable=len(conversations) < 8,
-                                 leave=False):
-            samples = []
-            for i in range(n):
-                self.llm.reset()
-                response = self.llm.create_chat_completion(messages=conversation, max_tokens=max_tokens,
-                                                           temperature=temperature, seed=seed + i,
-                                                           top_p=1.0, top_k=0)
-                usage = response.get("usage") or {}
-                self.usage.prompt_tokens += usage.get("prompt_tokens", 0)
-                self.usage.completion_tokens += usage.get("completion_tokens", 0)
-                samples.append((response["choices"][0]["message"]["content"] or "").strip())
-            outputs.append(samples)
-        return outputs
+        return [[self._reply(conversation, max_tokens=max_tokens, temperature=temperature, seed=seed + i, top_p=1.0,
+                             top_k=0).strip() for i in range(n)] for conversation in self._each(conversations, desc)]
 
     def _choose(self, conversations, options, *, desc):
         # As TransformersEngine: the option whose first token the model likes best. A bias of
         # +100 on those tokens leaves their order as it was and rules out every other token.
-        firsts = [self.llm.tokenize(o.encode(), add_bos=False, special=False)[0] for o in options]
-        if len(set(firsts)) != len(firsts):
-            raise ValueError(f"Options {options!r} share their first token; choose tells them apart by it.")
+        firsts = first_tokens(options, lambda o: self.llm.tokenize(o.encode(), add_bos=False, special=False))
         by_text = {self.llm.detokenize([t]).decode(errors="replace"): o for t, o in zip(firsts, options)}
-        chosen = []
-        for conversation in tqdm(conversations, desc=desc or "llama.cpp", disable=len(conversations) < 8,
-                                 leave=False):
-            self.llm.reset()
-            response = self.llm.create_chat_completion(messages=conversation, max_tokens=1, temperature=0.0,
-                                                       logit_bias={t: 100.0 for t in firsts})
-            usage = response.get("usage") or {}
-            self.usage.prompt_tokens += usage.get("prompt_tokens", 0)
-            self.usage.completion_tokens += usage.get("completion_tokens", 0)
-            chosen.append(by_text.get(response["choices"][0]["message"]["content"] or ""))
-        return chosen
+        bias = {t: 100.0 for t in firsts}
+        return [by_text.get(self._reply(conversation, max_tokens=1, temperature=0.0, logit_bias=bias))
+                for conversation in self._each(conversations, desc)]
