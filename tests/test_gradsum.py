@@ -176,8 +176,21 @@ def test_malformed_editor_outputs_are_counted_not_fatal():
     task, examples = make_task()
     engine = Scripted(editor=lambda p, f, n: ["just some text", ""][:n])
     result = run(engine, task, examples, iterations=2)
-    assert result.counts["editor_unmarked"] == 2 and result.counts["editor_empty"] == 2
+    assert result.counts["editor_missing_markers"] == 2 and result.counts["editor_empty"] == 2
     assert result.best_prompt == "{question}\nAnswer."
+
+
+def test_lenient_parse_takes_unmarked_text_and_puts_the_slot_back_but_still_rejects_a_partial_loss():
+    task, examples = make_task()
+    engine = Scripted(editor=lambda p, f, n: ["New prompt: Answer with care. ++++++++\nmore text",
+                                              "<prompt>Use {context}. +</prompt>"][:n])
+    result = run(engine, task, examples, parse="lenient")
+    assert [c["prompt"] for c in result.history[1]["candidates"]] == ["{question}\nAnswer with care. ++++++++"]
+    assert result.best_prompt == "{question}\nAnswer with care. ++++++++"  # quality 8: passes validation examples 4-7
+    assert result.counts == {"editor_unmarked": 1, "candidates_slot_reattached": 1,
+                             "candidates_rejected_lost_slot": 1}
+    with pytest.raises(ValueError, match="parse mode"):
+        run(engine, task, examples, parse="fuzzy")
 
 
 def test_per_role_usage_with_one_shared_engine():

@@ -116,3 +116,38 @@ def canonical_target(target, kind: str) -> str:
     if kind == "text":
         return normalize_text(target)
     return target.lower()
+
+
+# ---------------------------------------------------------------- optimizer outputs
+
+PARSE_MODES = ("strict", "lenient")
+_LABEL = re.compile(r"^(new |improved |rewritten )?(prompt|instruction|output|answer)\s*:\s*", re.IGNORECASE)
+
+
+def marked_text(text: str | None, start: str, end: str, mode: str = "strict") -> tuple[str | None, str]:
+    """The text an optimizer wrote between the markers ``start`` and ``end``, and a status.
+
+    strict: the last complete pair (an editor that first quotes the current prompt puts its new
+    one last): ``ok``, ``empty`` (empty output or nothing between the markers) or
+    ``missing_markers``. lenient (our choice for optimizers too small to follow the format):
+    also an opened but unclosed ``start``, up to a blank line or the next ``start``
+    (``unterminated``), or else the first non-empty line (``unmarked``), label and quotes stripped.
+    """
+    if mode not in PARSE_MODES:
+        raise ValueError(f"Unknown parse mode '{mode}'; expected one of {PARSE_MODES}.")
+    if text is None or not text.strip():
+        return None, "empty"
+    s, e = re.escape(start), re.escape(end)
+    pairs = re.findall(f"{s}(.*?){e}", text, re.DOTALL | re.IGNORECASE)
+    if pairs:
+        body = pairs[-1].strip()
+        return (body, "ok") if body else (None, "empty")
+    if mode == "strict":
+        return None, "missing_markers"
+    opened = re.search(f"{s}(.*?)(?:{s}|\\n\\s*\\n|$)", text, re.DOTALL | re.IGNORECASE)
+    if opened is not None:
+        body, status = opened.group(1), "unterminated"
+    else:
+        body, status = next(line for line in text.splitlines() if line.strip()), "unmarked"
+    body = _LABEL.sub("", body.strip()).strip().strip('"\'').strip()
+    return (body, status) if body else (None, "empty")

@@ -37,6 +37,7 @@ from typing import Callable
 from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage, metered
 from .evaluation import evaluate_prompt
+from .extraction import marked_text
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -228,40 +229,14 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
             "Write the new prompt between <START> and <END>.")
 
 
-_MARKED = re.compile(r"<START>(.*?)<END>", re.DOTALL | re.IGNORECASE)
-_OPEN = re.compile(r"<START>(.*)", re.DOTALL | re.IGNORECASE)
-_LABEL = re.compile(r"^(new |improved |rewritten )?(prompt|instruction|output|answer)\s*:\s*", re.IGNORECASE)
-PARSE_MODES = ("strict", "lenient")
 FAILED = ("empty", "missing_markers", "unterminated", "unmarked")  # outputs not properly wrapped
 
 
 def parse_candidate(text: str | None, mode: str = "strict") -> tuple[str | None, str]:
-    """The prompt between ``<START>`` and ``<END>`` and a status.
-
-    strict (GPO's): ``ok``, ``empty`` (empty output or nothing between the markers) or
-    ``missing_markers`` (no prompt). lenient (our choice for optimizers too small to follow
-    the format): an opened but unclosed ``<START>`` gives the rest of the text
-    (``unterminated``), and an output without markers gives its first non-empty line
-    (``unmarked``), label and quotes stripped.
-    """
-    if mode not in PARSE_MODES:
-        raise ValueError(f"Unknown parse mode '{mode}'; expected one of {PARSE_MODES}.")
-    if text is None or not text.strip():
-        return None, "empty"
-    match = _MARKED.search(text)
-    if match is not None:
-        prompt = " ".join(match.group(1).split())
-        return (prompt, "ok") if prompt else (None, "empty")
-    if mode == "strict":
-        return None, "missing_markers"
-    opened = _OPEN.search(text)
-    if opened is not None:
-        prompt, status = " ".join(opened.group(1).split()), "unterminated"
-    else:
-        line = next(line for line in text.splitlines() if line.strip())
-        prompt, status = " ".join(line.split()), "unmarked"
-    prompt = _LABEL.sub("", prompt).strip().strip('"\'').strip()
-    return (prompt, status) if prompt else (None, "empty")
+    """The prompt between ``<START>`` and ``<END>``, on one line, and a status: strict is GPO's
+    rule, lenient our choice for a 135M optimizer (``promptgrad.extraction.marked_text``)."""
+    prompt, status = marked_text(text, "<START>", "<END>", mode)
+    return (" ".join(prompt.split()), status) if prompt is not None else (None, status)
 
 
 def parse_candidates(texts: list[str], mode: str = "strict") -> tuple[list[str], dict[str, int]]:

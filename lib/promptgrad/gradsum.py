@@ -34,7 +34,7 @@ from pathlib import Path
 from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
 from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, summarize
-from .extraction import extract_answer
+from .extraction import PARSE_MODES, extract_answer, marked_text
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,6 @@ Feedback on the current prompt:
 Write one improved version of the prompt that follows the feedback. Keep the placeholder {question} exactly as written: it is where each question is inserted. Write the new prompt between <prompt> and </prompt>."""
 
 _VERDICT = re.compile(r"score\s*[:=]?\s*\**\s*([01])(?!\d|\.\d|/[2-9])", re.IGNORECASE)
-_PROMPT_MARKERS = re.compile(r"<prompt>(.*?)</prompt>", re.DOTALL | re.IGNORECASE)
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -275,30 +274,39 @@ def summarize_gradients(engine: Engine, task: Task, prompt: str, critiques: list
     return text
 
 
-def parse_candidate(text: str, required_slots: set[str]) -> tuple[str | None, str]:
-    """A candidate prompt from the editor's text: (prompt, 'ok') or (None, reason) where reason is
-    'unmarked' (no <prompt>...</prompt>), 'empty' or 'lost_slot' (a template slot is missing)."""
-    found = _PROMPT_MARKERS.findall(text)
-    if not found:
-        return None, "unmarked" if text.strip() else "empty"
-    candidate = found[-1].strip()
-    if not candidate:
-        return None, "empty"
-    if not required_slots <= template_slots(candidate):
-        return None, "lost_slot"
-    return candidate, "ok"
+def fit_slots(candidate: str, prompt: str, reattach: bool = False) -> tuple[str | None, str]:
+    """``candidate`` checked for every template slot of ``prompt`` (``{question}``): (candidate,
+    'ok') or (None, 'rejected_lost_slot'). With ``reattach`` (the lenient parse), a candidate
+    without any slot is taken as new instruction text and put where ``prompt``'s own text was,
+    around its slots: after them when the prompt's text follows its slots (``"{question}\\nLet's
+    think step by step."`` gives ``"{question}\\n" + candidate``), else before ('slot_reattached')."""
+    if template_slots(prompt) <= template_slots(candidate):
+        return candidate, "ok"
+    if not reattach or template_slots(candidate):
+        return None, "rejected_lost_slot"
+    slots = list(_SLOT.finditer(prompt))
+    first, last = slots[0].start(), slots[-1].end()
+    head, tail = prompt[:first], prompt[last:]
+    if len(tail.strip()) >= len(head.strip()):
+        gap = tail[:len(tail) - len(tail.lstrip())] or "\n"
+        return prompt[:last] + gap + candidate, "slot_reattached"
+    gap = head[len(head.rstrip()):] or "\n"
+    return candidate + gap + prompt[first:], "slot_reattached"
 
 
 def edit_prompt(engine: Engine, task: Task, prompt: str, feedback: list[str], *, n: int = 2,
                 temperature: float = 0.5, template: str = EDIT_TEMPLATE, max_tokens: int = 128, seed: int = 0,
-                tracker: Tracker | None = None) -> list[str]:
+                parse: str = "strict", tracker: Tracker | None = None) -> list[str]:
     """Module 5: new candidate prompts, ``n`` per feedback text (sampled at ``temperature``).
 
-    Candidates without the <prompt> markers, empty ones, and ones that lost a template slot of
-    ``prompt`` (``{question}``) are rejected and counted; duplicates and the prompt itself dropped.
+    ``parse``: strict (the paper's) takes the text between ``<prompt>`` and ``</prompt>`` and
+    rejects a candidate that lost a template slot of ``prompt``; lenient (our choice for a 135M
+    editor, as GPO's) also takes an unclosed marker or the first line of unmarked text, and
+    puts the slots back into a candidate that has none (:func:`fit_slots`). Every output that was
+    not a clean marked prompt is counted (``editor_<status>``, ``candidates_<fit>``) and logged;
+    duplicates and the prompt itself are dropped.
     """
     tracker = tracker or Tracker()
-    slots = template_slots(prompt)
     conversations = [[{"role": "user", "content": fill(template, task_description=task.description, prompt=prompt,
                                                        feedback=f)}] for f in feedback]
     outputs = tracker.chat("editor", engine, conversations, n=n, temperature=temperature, max_tokens=max_tokens,
@@ -306,12 +314,15 @@ def edit_prompt(engine: Engine, task: Task, prompt: str, feedback: list[str], *,
     candidates: list[str] = []
     for texts in outputs:
         for text in texts:
-            candidate, status = parse_candidate(text, slots)
-            if status == "lost_slot":
-                tracker.count("candidates_rejected_lost_slot", text)
-            elif status != "ok":
+            body, status = marked_text(text, "<prompt>", "</prompt>", parse)
+            if status != "ok":
                 tracker.count(f"editor_{status}", text)
-            elif candidate != prompt and candidate not in candidates:
+            if body is None:
+                continue
+            candidate, fit = fit_slots(body, prompt, reattach=parse == "lenient")
+            if fit != "ok":
+                tracker.count(f"candidates_{fit}", body)
+            if candidate is not None and candidate != prompt and candidate not in candidates:
                 candidates.append(candidate)
     return candidates
 
@@ -430,8 +441,8 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
              beam: int = 3, children: int = 2, iterations: int = 10, minibatch: int = 30, summarize: bool = True,
              editor_temperature: float = 0.5, max_tokens: int | None = None, judge_max_tokens: int = 96,
              gradient_max_tokens: int = 96, summary_max_tokens: int = 128, editor_max_tokens: int = 128,
-             max_failures: int | None = None, seed: int = 0, checkpoint: str | Path | None = None,
-             templates: dict[str, str] | None = None) -> GradSumRun:
+             max_failures: int | None = None, parse: str = "strict", seed: int = 0,
+             checkpoint: str | Path | None = None, templates: dict[str, str] | None = None) -> GradSumRun:
     """GRAD-SUM's beam search.
 
     Each iteration, for each prompt in the beam: generate on a training minibatch, judge,
@@ -444,6 +455,7 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
 
     ``judge``, ``gradient_engine``, ``summarizer`` and ``editor`` default to ``generator``;
     ``judge=EXACT_JUDGE`` scores by exact match (tasks with answers).
+    ``parse``: how the editor's text becomes a candidate, strict or lenient (:func:`edit_prompt`).
     ``templates`` overrides module templates by name: judge, gradient, summary, edit.
     ``checkpoint``: a JSON file written after every iteration; an existing one is resumed (a
     corrupt one, or one from another configuration, raises :class:`CheckpointError`).
@@ -454,6 +466,8 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
     if beam < 1 or children < 1 or iterations < 0 or minibatch < 1:
         raise ValueError(f"beam, children and minibatch must be >= 1 and iterations >= 0; got beam={beam}, "
                          f"children={children}, minibatch={minibatch}, iterations={iterations}.")
+    if parse not in PARSE_MODES:
+        raise ValueError(f"Unknown parse mode '{parse}'; expected one of {PARSE_MODES}.")
     if not train or not val:
         raise ValueError(f"optimize needs training and validation examples; got {len(train)} and {len(val)}.")
     judge = judge or generator
@@ -471,7 +485,7 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
                   summarize=summarize, editor_temperature=editor_temperature, max_tokens=max_tokens,
                   judge_max_tokens=judge_max_tokens, gradient_max_tokens=gradient_max_tokens,
                   summary_max_tokens=summary_max_tokens, editor_max_tokens=editor_max_tokens,
-                  max_failures=max_failures, seed=seed, criteria=criteria,
+                  max_failures=max_failures, parse=parse, seed=seed, criteria=criteria,
                   engines={"generation": _engine_name(generator), "judge": _engine_name(judge),
                            "gradient": _engine_name(gradient_engine), "summary": _engine_name(summarizer),
                            "editor": _engine_name(editor)},
@@ -547,12 +561,13 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
                                               max_tokens=summary_max_tokens, tracker=tracker)
                 feedback = [summary] if summary else []
                 new = edit_prompt(editor, task, prompt, feedback, n=children, temperature=editor_temperature,
-                                  template=t["edit"], max_tokens=editor_max_tokens, seed=edit_seed,
+                                  template=t["edit"], max_tokens=editor_max_tokens, seed=edit_seed, parse=parse,
                                   tracker=tracker) if feedback else []
             else:
                 feedback = critiques
                 new = edit_prompt(editor, task, prompt, feedback, n=1, temperature=editor_temperature,
-                                  template=t["edit"], max_tokens=editor_max_tokens, seed=edit_seed, tracker=tracker)
+                                  template=t["edit"], max_tokens=editor_max_tokens, seed=edit_seed, parse=parse,
+                                  tracker=tracker)
                 if len(new) > children:
                     new = random.Random(f"{seed}-{task.name}-pick-{iteration}-{k}").sample(new, children)
             feedback_log.append({"prompt": prompt, "failures": len(failures), "feedback": feedback})
