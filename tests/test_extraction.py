@@ -62,3 +62,12 @@ def test_canonical_targets():
 def test_unknown_kind_is_an_error():
     with pytest.raises(ValueError, match="Unknown answer kind"):
         extract_answer("x", "colour")
+
+
+def test_marked_text_takes_the_last_pair_and_leniently_an_unclosed_marker_up_to_a_blank_line():
+    from promptgrad.extraction import marked_text
+    quoted = "Current: <prompt>old {question}</prompt>\nNew: <prompt>new {question}</prompt>"
+    assert marked_text(quoted, "<prompt>", "</prompt>") == ("new {question}", "ok")
+    unclosed = "Sure.\n<prompt>Check each step.\n\nThe original prompt was:\n<prompt>old"
+    assert marked_text(unclosed, "<prompt>", "</prompt>") == (None, "missing_markers")
+    assert marked_text(unclosed, "<prompt>", "</prompt>", "lenient") == ("Check each step.", "unterminated")
