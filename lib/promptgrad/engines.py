@@ -197,7 +197,6 @@ class TransformersEngine(Engine):
                 outputs[i] = [s.strip() for s in decoded[j * n:(j + 1) * n]]
         return outputs
 
-
     @torch.no_grad()
     def _choose(self, conversations, options, *, desc):
         ids = first_tokens(options, lambda o: self.tokenizer.encode(o, add_special_tokens=False))

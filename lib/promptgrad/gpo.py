@@ -30,7 +30,6 @@ import importlib.util
 import json
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Callable
 

@@ -346,6 +346,11 @@ class Scored:
     def exact_score(self) -> float | None:
         return sum(self.exact) / len(self.exact) if self.exact else None
 
+    def agreement(self) -> tuple[int, int]:
+        """(verdicts that match exact match, verdicts given) where the task has answers."""
+        pairs = [(v.score == 1) == e for v, e in zip(self.verdicts, self.exact or []) if v.score is not None]
+        return sum(pairs), len(pairs)
+
 
 def score_prompt(generator: Engine, judge: Engine | str, task: Task, prompt: str, examples: list[Example], *,
                  criteria: str | None = None, max_tokens: int | None = None, judge_max_tokens: int = 96,
@@ -508,12 +513,10 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
         return val_scores[prompt]
 
     def record_agreement(scored: Scored) -> None:
-        if scored.exact is None or judge == EXACT_JUDGE:
-            return
-        for v, e in zip(scored.verdicts, scored.exact):
-            if v.score is not None:
-                agreement["n"] += 1
-                agreement["agree"] += int((v.score == 1) == e)
+        if judge != EXACT_JUDGE:
+            agree, n = scored.agreement()
+            agreement["agree"] += agree
+            agreement["n"] += n
 
     if state is not None:
         tracker.load(state["tracker"])
@@ -711,11 +714,10 @@ def measure_agreement(generator: Engine, judge: Engine, task: Task, prompt: str,
         raise ValueError(f"{task.name} has no answers to agree with.")
     scored = score_prompt(generator, judge, task, prompt, examples, criteria=criteria, max_tokens=max_tokens,
                           judge_max_tokens=judge_max_tokens, tracker=tracker)
-    pairs = [(v.score, e) for v, e in zip(scored.verdicts, scored.exact) if v.score is not None]
-    return {"task": task.name, "agreement": sum((v == 1) == e for v, e in pairs) / len(pairs) if pairs else None,
-            "n": len(pairs), "judge_unparseable": len(examples) - len(pairs),
-            "judge_pass_rate": sum(v for v, _ in pairs) / len(pairs) if pairs else None,
-            "exact_rate": scored.exact_score}
+    agree, n = scored.agreement()
+    passed = sum(v.score == 1 for v in scored.verdicts)
+    return {"task": task.name, "agreement": agree / n if n else None, "n": n, "judge_unparseable": len(examples) - n,
+            "judge_pass_rate": passed / n if n else None, "exact_rate": scored.exact_score}
 
 
 def loop_engines(engines: dict, task: Task, loop_judge: str | None = None) -> dict:
