@@ -1,10 +1,12 @@
-"""Notebook 04's reuse rule: a row from another notebook is taken only when it matches."""
+"""Notebook 04's reuse rule: a row from another notebook is taken only when it matches; and
+the text methods it accepts."""
 
 import json
 
 import nbformat
+import pytest
 
-from promptgrad.compare import Source, executed_parameters
+from promptgrad.compare import Source, check_text_methods, executed_parameters
 from promptgrad.evaluation import Evaluation, summarize
 from promptgrad.results import Results
 
@@ -52,3 +54,11 @@ def test_without_the_executed_notebook_nothing_is_reused(tmp_path):
     (source.dir / "01_embedgrad.ipynb").unlink()
     assert Source(source.dir).reuse("sst2", "EmbedGrad", ["t-0"], {}) == \
         (None, "no executed notebook to read its parameters from")
+
+
+def test_text_methods_are_checked_before_anything_runs():
+    check_text_methods(["GPO", "GRAD-SUM"], hybrid=True)
+    with pytest.raises(ValueError, match="Unknown text method"):
+        check_text_methods(["GPO", "APE"])
+    with pytest.raises(ValueError, match="add \"GPO\" to TEXT_METHODS"):
+        check_text_methods(["GRAD-SUM"], hybrid=True)

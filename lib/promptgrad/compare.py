@@ -92,6 +92,20 @@ def find_reusable(sources: list[Source], splits: dict, methods: dict[str, str], 
     return found, decisions
 
 
+TEXT_METHODS = ("GPO", "OPRO", "GRAD-SUM", "GRAD-SUM (no summarization)")
+
+
+def check_text_methods(methods: list[str], hybrid: bool = False) -> None:
+    """Fail early, before any model is loaded, on a method this notebook cannot run; the
+    hybrid (EmbedGrad from GPO's prompt) needs GPO."""
+    unknown = [m for m in methods if m not in TEXT_METHODS]
+    if unknown:
+        raise ValueError(f"Unknown text method(s) {unknown}; choose from {list(TEXT_METHODS)}.")
+    if hybrid and "GPO" not in methods:
+        raise ValueError("HYBRID_TASKS starts EmbedGrad from GPO's prompt: add \"GPO\" to TEXT_METHODS "
+                         "or set HYBRID_TASKS = [].")
+
+
 def text_budget(usage: dict) -> dict:
     """The budget columns of a text optimizer from its loop's usage (a Usage dict)."""
     return {"model_calls": usage.get("model_calls", 0),
