@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from promptgrad import ResponseCache, make_engine
-from promptgrad.engines import OpenAIEngine
+from promptgrad.engines import OpenAIEngine, length_batches
 from promptgrad.models import check_model_name
 
 from fakes import ScriptedEngine
@@ -121,3 +121,13 @@ def test_choose_matches_the_greedy_first_word_in_batches_and_caches_it(tmp_path)
         engine.choose(convs, ["Yes", "Yes"])
     with pytest.raises(ValueError, match="share their first token"):
         engine.choose(convs, ["1", "10"])  # digits are single tokens
+
+
+def test_length_batches_keep_long_prompts_in_small_batches():
+    lengths = [100, 600, 90, 580, 110, 590]
+    assert length_batches(lengths, batch_size=32) == [[1, 5, 3, 4, 0, 2]]  # longest first
+    assert length_batches(lengths, batch_size=4) == [[1, 5, 3, 4], [0, 2]]
+    # 2 x 600 > 1000: each long prompt alone; the short ones share a batch (3 x 110 <= 1000)
+    assert length_batches(lengths, batch_size=32, max_tokens=1000) == [[1], [5], [3], [4, 0, 2]]
+    assert length_batches([5000], batch_size=8, max_tokens=1000) == [[0]]  # too long for the budget: alone
+    assert length_batches([], batch_size=8, max_tokens=1000) == []
