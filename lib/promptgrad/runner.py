@@ -9,13 +9,15 @@ profile), ``notebooks/profiles/<profile>.yaml`` (a section per notebook stem), t
 ``-p NAME VALUE`` overrides. ``PROFILE`` and ``RESULTS_DIR`` are always set. A notebook
 without a ``parameters`` cell, or a parameter it does not declare, is an error.
 Executed copies go to ``<results>/<stem>/<stem>.ipynb``; wall times to
-``<results>/runtimes.json``.
+``<results>/runtimes.json``. A run first empties ``<results>/<stem>/``, so no file there
+outlives the run that wrote it (a ``RESULTS_DIR`` given with ``-p`` is left as it is).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -85,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     runtimes_path = results / "runtimes.json"
     runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() and not args.prepare_only else {}
     for path, params in plans:
-        out_dir = (args.out or results / path.stem).resolve()
+        own_dir = results / path.stem
+        if not args.prepare_only and Path(params["RESULTS_DIR"]).resolve() == own_dir and own_dir.is_dir():
+            shutil.rmtree(own_dir)  # an earlier run's records and tables must not pass for this one's
+        out_dir = (args.out or own_dir).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
         output = out_dir / path.name
         print(f"[{args.profile}] {path.name} -> {output}", flush=True)
