@@ -17,25 +17,76 @@ def _notebook(path, tagged=True, body=None):
     return path
 
 
-def test_a_run_replaces_the_earlier_results_of_its_notebook(tmp_path):
+def _demo(tmp_path, body="Path(RESULTS_DIR, 'metrics.json').write_text(str(STEPS))"):
     notebooks, results = tmp_path / "notebooks", tmp_path / "results"
-    notebooks.mkdir()
+    notebooks.mkdir(exist_ok=True)
     _notebook(notebooks / "09_demo.ipynb", body="from pathlib import Path\n"
-              "Path(RESULTS_DIR).mkdir(parents=True, exist_ok=True)\n"
-              "Path(RESULTS_DIR, 'metrics.json').write_text(str(STEPS))")
+              "Path(RESULTS_DIR).mkdir(parents=True, exist_ok=True)\n" + body)
+    return notebooks, results, ["--profile", "smoke", "--notebooks", str(notebooks), "--results", str(results)]
+
+
+def _tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_replaces_the_earlier_results_of_its_notebook(tmp_path):
+    notebooks, results, args = _demo(tmp_path)
     stale = results / "09_demo" / "records" / "gsm8k__old_method__test.jsonl"
     stale.parent.mkdir(parents=True)
     stale.write_text("{}")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    args = ["--profile", "smoke", "--notebooks", str(notebooks), "--results", str(results)]
     assert main(args + ["-p", "STEPS", "5"]) == 0
     assert not stale.exists()
     assert (results / "09_demo" / "metrics.json").read_text() == "5"
     assert (results / "09_demo" / "09_demo.ipynb").is_file()
+    assert not (results / ".running" / "09_demo").exists()
     assert main(args + ["-p", "RESULTS_DIR", str(mine)]) == 0  # a directory the user named is not emptied
     assert (mine / "notes.txt").read_text() == "keep" and (mine / "metrics.json").read_text() == "3"
+
+
+def test_a_failing_run_leaves_the_results_byte_identical(tmp_path, capsys):
+    notebooks, results, args = _demo(tmp_path, body="Path(RESULTS_DIR, 'metrics.json').write_text('half')\n"
+                                     "raise ValueError('Unknown task sst3')")
+    _notebook(notebooks / "10_after.ipynb", body="from pathlib import Path\n"
+              "Path(RESULTS_DIR).mkdir(parents=True, exist_ok=True)\nPath(RESULTS_DIR, 'done').write_text('1')")
+    committed = results / "09_demo"
+    (committed / "records").mkdir(parents=True)
+    (committed / "metrics.json").write_text('{"rows": []}')
+    (committed / "records" / "sst2__x__test.jsonl").write_bytes(b"{}\n")
+    before = _tree(committed)
+    assert main(args) == 1
+    assert _tree(committed) == before
+    assert (results / ".failed" / "09_demo" / "metrics.json").read_text() == "half"  # kept to look at
+    assert (results / "10_after" / "done").is_file()  # the next notebook ran all the same
+    out = capsys.readouterr().out
+    assert "09_demo" in out and "ValueError: Unknown task sst3" in out and "1 of 2 notebooks failed" in out
+
+
+def test_only_the_cpu_profile_writes_to_results_by_default():
+    from promptgrad.runner import default_results
+
+    assert default_results("cpu") == ROOT / "results"
+    assert default_results("smoke") == ROOT / "runs" / "smoke"
+    assert default_results("paper") == ROOT / "runs" / "paper"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_every_profile_passes_its_check(profile, data_dir, capsys):
+    assert main(["--profile", profile, "--check"]) == 0, capsys.readouterr().out
+
+
+def test_the_check_reports_every_problem_at_once(data_dir, capsys):
+    code = main(["--profile", "smoke", "--check", "--only", "01", "-p", "TASKS", '["sst3", "bbh/navigate"]',
+                 "-p", "N_TEST", '{"bbh/navigate": 5000}', "-p", "N_TRAIN", "4", "-p", "N_DEV", "2",
+                 "-p", "MODEL", '{"kind": "vllm"}'])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "did you mean 'sst2'" in out
+    assert "n_test=5000 is larger than what 'bbh/navigate' has left" in out
+    assert "unknown engine kind 'vllm'" in out
+    assert "STEPS has no entry for task 'bbh/navigate'" in out
 
 
 def test_unknown_parameter_is_an_error(tmp_path):

@@ -1,16 +1,23 @@
 """Run the notebooks through papermill with a profile, never in place.
 
-    python -m promptgrad.runner --profile cpu                  # all notebooks/NN_*.ipynb
-    python -m promptgrad.runner --profile smoke --only 01 -p STEPS 5
+    python -m promptgrad.runner --profile cpu                  # all notebooks/NN_*.ipynb -> results/
+    python -m promptgrad.runner --profile smoke --only 01 -p STEPS 5   # -> runs/smoke/
+    python -m promptgrad.runner --profile paper --check        # every parameter checked, nothing run
     python -m promptgrad.runner --profile smoke --prepare-only --out build/smoke
 
 Parameters come from, in order: the notebook's own ``parameters`` cell (the ``cpu``
 profile), ``notebooks/profiles/<profile>.yaml`` (a section per notebook stem), then
 ``-p NAME VALUE`` overrides. ``PROFILE`` and ``RESULTS_DIR`` are always set. A notebook
 without a ``parameters`` cell, or a parameter it does not declare, is an error.
-Executed copies go to ``<results>/<stem>/<stem>.ipynb``; wall times to
-``<results>/runtimes.json``. A run first empties ``<results>/<stem>/``, so no file there
-outlives the run that wrote it (a ``RESULTS_DIR`` given with ``-p`` is left as it is).
+
+Only the ``cpu`` profile writes to ``results/`` (the committed results); ``smoke`` and
+``paper`` write to ``runs/<profile>/`` unless ``--results`` says otherwise. A notebook runs
+into ``<results>/.running/<stem>/`` and replaces ``<results>/<stem>/`` only when it finished,
+so a failed run leaves the earlier results as they were (its partial output is kept in
+``<results>/.failed/<stem>/``). Every notebook runs even when one fails; a table at the end
+says which failed and why, and the exit status is non-zero. Wall times go to
+``<results>/runtimes.json``. A ``RESULTS_DIR`` given with ``-p`` is written into directly.
+A notebook's ``REUSE_FROM`` entries point at the same results folder as the run.
 """
 
 from __future__ import annotations
@@ -39,6 +46,13 @@ def notebook_parameters(path: Path) -> dict:
     return papermill.inspect_notebook(str(path))
 
 
+def declared_defaults(path: Path) -> dict:
+    """The values of the notebook's own ``parameters`` cell (literals only, as the cpu profile)."""
+    import ast
+
+    return {name: ast.literal_eval(spec["default"]) for name, spec in notebook_parameters(path).items()}
+
+
 def resolve_parameters(path: Path, profile: str, results_dir: Path, overrides: dict, profiles_dir: Path) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile '{profile}'; expected one of {PROFILES}.")
@@ -61,19 +75,74 @@ def _parse_value(text: str):
         return text
 
 
+def default_results(profile: str) -> Path:
+    """``results/`` for the cpu profile (committed), ``runs/<profile>/`` for the others."""
+    return ROOT / "results" if profile == "cpu" else ROOT / "runs" / profile
+
+
+def check(plans: list[tuple[Path, dict]]) -> int:
+    """Every notebook's parameters checked (``promptgrad.checks``); 1 when any has a problem."""
+    from .checks import check_notebook
+
+    reports = [check_notebook(path.stem, params) for path, params in plans]
+    for report in reports:
+        print(report.text(), flush=True)
+    bad = [r.notebook for r in reports if not r.ok]
+    print(f"check: {len(reports) - len(bad)} of {len(reports)} notebooks ok" + (f"; fix {bad}" if bad else ""))
+    return 1 if bad else 0
+
+
+def _failure(err: BaseException) -> str:
+    """One line on why a notebook failed (papermill's error names the exception)."""
+    name = getattr(err, "ename", type(err).__name__)
+    value = str(getattr(err, "evalue", err)).strip().splitlines()
+    return f"{name}: {value[0][:200] if value else ''}"
+
+
+def run_one(path: Path, params: dict, results: Path, profile: str) -> str | None:
+    """Execute one notebook; its results replace ``results/<stem>`` only when it finished.
+    Returns None, or why it failed."""
+    import papermill
+
+    own_dir = results / path.stem
+    staged = Path(params["RESULTS_DIR"]).resolve() != own_dir
+    work = Path(params["RESULTS_DIR"]).resolve() if staged else results / ".running" / path.stem
+    if not staged:
+        shutil.rmtree(work, ignore_errors=True)
+        params = {**params, "RESULTS_DIR": str(work)}
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"[{profile}] {path.name} -> {own_dir if not staged else work}", flush=True)
+    try:
+        papermill.execute_notebook(str(path), str(work / path.name), parameters=params, cwd=str(path.parent),
+                                   kernel_name="python3", progress_bar=sys.stderr.isatty())
+    except Exception as err:  # papermill's execution errors, a dead kernel...
+        if not staged:
+            failed = results / ".failed" / path.stem
+            shutil.rmtree(failed, ignore_errors=True)
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            work.rename(failed)
+        return _failure(err)
+    if not staged:
+        if own_dir.is_dir():
+            shutil.rmtree(own_dir)  # an earlier run's records and tables must not pass for this one's
+        work.rename(own_dir)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--only", nargs="*", default=None, help="notebook stems or their number prefixes")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     parser.add_argument("--notebooks", type=Path, default=ROOT / "notebooks")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="default: results/ for the cpu profile, runs/<profile>/ for the others")
+    parser.add_argument("--check", action="store_true",
+                        help="check every parameter, task, split size and model of the notebooks; run nothing")
     parser.add_argument("--prepare-only", action="store_true",
                         help="write parameterized notebooks to --out without executing them (for nbval)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-
-    import papermill
 
     overrides = {name: _parse_value(value) for name, value in args.parameter}
     paths = sorted(args.notebooks.glob("[0-9][0-9]_*.ipynb"))
@@ -81,29 +150,51 @@ def main(argv: list[str] | None = None) -> int:
         paths = [p for p in paths if any(p.stem == o or p.stem.startswith(o) for o in args.only)]
         if not paths:
             raise SystemExit(f"No notebook matches {args.only} in {args.notebooks}.")
-    results = args.results.resolve()
+    results = (args.results or default_results(args.profile)).resolve()
     plans = [(p, resolve_parameters(p, args.profile, results, overrides, args.notebooks / "profiles"))
-             for p in paths]  # every notebook checked before any runs
-    runtimes_path = results / "runtimes.json"
-    runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() and not args.prepare_only else {}
-    for path, params in plans:
-        own_dir = results / path.stem
-        if not args.prepare_only and Path(params["RESULTS_DIR"]).resolve() == own_dir and own_dir.is_dir():
-            shutil.rmtree(own_dir)  # an earlier run's records and tables must not pass for this one's
-        out_dir = (args.out or own_dir).resolve()
+             for p in paths]  # every notebook's parameters checked before any runs
+    plans = [(p, _point_reuse(p, params, results, overrides)) for p, params in plans]
+    if args.check:
+        return check([(p, {**declared_defaults(p), **params}) for p, params in plans])
+    if args.prepare_only:
+        import papermill
+
+        out_dir = (args.out or results).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
-        output = out_dir / path.name
-        print(f"[{args.profile}] {path.name} -> {output}", flush=True)
+        for path, params in plans:
+            papermill.execute_notebook(str(path), str(out_dir / path.name), parameters=params,
+                                       cwd=str(path.parent), prepare_only=True, kernel_name="python3")
+        return 0
+    results.mkdir(parents=True, exist_ok=True)
+    runtimes_path = results / "runtimes.json"
+    runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
+    outcomes = []
+    for path, params in plans:
         start = time.perf_counter()
-        papermill.execute_notebook(str(path), str(output), parameters=params, cwd=str(path.parent),
-                                   prepare_only=args.prepare_only, kernel_name="python3",
-                                   progress_bar=sys.stderr.isatty())
-        if not args.prepare_only:
-            seconds = round(time.perf_counter() - start, 1)
+        failure = run_one(path, params, results, args.profile)
+        seconds = round(time.perf_counter() - start, 1)
+        outcomes.append((path.stem, seconds, failure))
+        print(f"[{args.profile}] {path.stem}: {seconds:.0f} s" + (f", FAILED: {failure}" if failure else ""),
+              flush=True)
+        if failure is None:
             runtimes[path.stem] = {"profile": args.profile, "wall_seconds": seconds}
-            print(f"[{args.profile}] {path.stem}: {seconds:.0f} s", flush=True)
             runtimes_path.write_text(json.dumps(runtimes, indent=1) + "\n")
-    return 0
+    print(f"\n{'notebook':<20} {'seconds':>8}  outcome")
+    for stem, seconds, failure in outcomes:
+        print(f"{stem:<20} {seconds:>8.0f}  {failure or 'ok'}")
+    failed = [stem for stem, _, failure in outcomes if failure]
+    if failed:
+        print(f"\n{len(failed)} of {len(outcomes)} notebooks failed; their earlier results in {results} are "
+              f"untouched, their partial output is in {results / '.failed'}.")
+    return 1 if failed else 0
+
+
+def _point_reuse(path: Path, params: dict, results: Path, overrides: dict) -> dict:
+    """A notebook's ``REUSE_FROM`` folders, by name, in this run's results folder."""
+    if "REUSE_FROM" in overrides or "REUSE_FROM" not in notebook_parameters(path):
+        return params
+    folders = params.get("REUSE_FROM", declared_defaults(path)["REUSE_FROM"])
+    return {**params, "REUSE_FROM": [str(results / Path(d).name) for d in folders]}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""Check a notebook's parameters before any model loads (``python -m promptgrad.runner --check``).
+
+Every task name, every split size (the splits are built from the offline data), every
+per-task setting and every model spec is checked, and every problem is reported at once,
+each with what to do. What the run will need from outside (the Hugging Face hub, an API key)
+is listed as a note, not a problem: the machine that runs the profile may have it.
+
+The notebooks share one vocabulary, which is all this module knows of them: ``TASKS``,
+``N_TRAIN`` (02: ``N_EXEMPLARS``), ``N_DEV`` (03: ``N_VAL``), ``N_TEST``, per-task settings as a
+value or a dict (``tasks.per_task``), and models in parameters named ``*MODEL`` or
+``SCALE_MODELS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from .tasks import DataNotFoundError, get_task, make_splits, per_task
+
+SIZE_NAMES = {"n_train": ("N_TRAIN", "N_EXEMPLARS"), "n_dev": ("N_DEV", "N_VAL"), "n_test": ("N_TEST",)}
+# settings looked up per task wherever the notebook declares them (a dict needs an entry per task)
+PER_TASK = ("STEPS", "BATCH_SIZE", "LOOP_DEV")
+ENGINE_KINDS = ("transformers", "openai", "llamacpp")
+
+
+@dataclasses.dataclass
+class Report:
+    notebook: str
+    problems: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self) -> str:
+        lines = [f"{self.notebook}: {'ok' if self.ok else f'{len(self.problems)} problem(s)'}"]
+        lines += [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def size_parameters(params: dict) -> dict[str, object]:
+    """The notebook's split sizes by ``make_splits`` argument (0 where it declares none)."""
+    return {arg: next((params[n] for n in names if n in params), 0) for arg, names in SIZE_NAMES.items()}
+
+
+def check_model(spec, name: str) -> tuple[list[str], list[str]]:
+    """(problems, notes) for one engine spec, without loading anything."""
+    if spec is None:
+        return [], []
+    if isinstance(spec, str):
+        spec = {"kind": "openai", "model": spec[len("openai:"):]} if spec.startswith("openai:") else \
+            {"kind": "transformers", "model": spec}
+    if not isinstance(spec, dict):
+        return [f"{name} must be a model name or a dict with 'kind', got {spec!r}."], []
+    kind = spec.get("kind", "transformers")
+    if kind not in ENGINE_KINDS:
+        return [f"{name}: unknown engine kind '{kind}'; expected one of {list(ENGINE_KINDS)}."], []
+    model = spec.get("model")
+    if kind == "openai":
+        if not model:
+            return [f"{name}: an OpenAI-compatible engine needs 'model'."], []
+        if spec.get("base_url"):
+            return [], [f"{name}: the server at {spec['base_url']} must be up"]
+        key = spec.get("api_key_env", "OPENAI_API_KEY")
+        return [], [] if os.environ.get(key) else [f"{name}: needs {key} (OpenAI '{model}')"]
+    if kind == "llamacpp":
+        path = model
+        if path and path != "smollm2-135m-instruct" and not os.path.isfile(os.path.expanduser(path)):
+            return [f"{name}: GGUF file '{path}' does not exist."], []
+        return [], []
+    from .models import EMBEDDED_MODEL, check_model_name
+
+    try:
+        check_model_name(model or EMBEDDED_MODEL)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        return [f"{name}: {err}"], []
+    local = (model or EMBEDDED_MODEL) == EMBEDDED_MODEL or os.path.exists(os.path.expanduser(model))
+    return [], [] if local else [f"{name}: '{model}' loads from the Hugging Face hub"]
+
+
+def check_notebook(notebook: str, params: dict) -> Report:
+    report = Report(notebook)
+    names = list(params.get("TASKS") or [])
+    for extra in ("SCALE_TASK",):
+        if params.get(extra) and params[extra] not in names:
+            report.problems.append(f"{extra}='{params[extra]}' is not in TASKS {names}: add it to TASKS.")
+    for subset in ("HYBRID_TASKS",):
+        missing = [n for n in params.get(subset) or [] if n not in names]
+        if missing:
+            report.problems.append(f"{subset} names {missing}, which are not in TASKS: add them to TASKS.")
+    sizes = size_parameters(params)
+    seed = params.get("SEED", 0)
+    for name in names:
+        try:
+            task = get_task(name)
+        except KeyError as err:
+            report.problems.append(str(err.args[0]))
+            continue
+        settings = {}
+        for setting in (s for s in PER_TASK if s in params):
+            try:
+                settings[setting] = per_task(params[setting], task, setting)
+            except KeyError as err:
+                report.problems.append(str(err.args[0]))
+        try:
+            wanted = {arg: per_task(value, task, SIZE_NAMES[arg][0]) for arg, value in sizes.items()}
+            splits = make_splits(task, seed=seed, **wanted)
+        except KeyError as err:
+            report.problems.append(str(err.args[0]))
+            continue
+        except DataNotFoundError as err:
+            if "(hub only)" in str(err):
+                report.notes.append(f"{name}: loads from the Hugging Face hub (not offline); sizes unchecked")
+            else:
+                report.problems.append(str(err))
+            continue
+        except ValueError as err:
+            report.problems.append(f"{name}: {err}")
+            continue
+        if splits.borrowed_from_test:
+            report.notes.append(f"{name}: its train pool is short, {splits.borrowed_from_test} train/dev rows come "
+                                f"from the test pool (never from the test rows)")
+        loop_dev = settings.get("LOOP_DEV")
+        if isinstance(loop_dev, int) and loop_dev > len(splits.dev):
+            report.problems.append(f"{name}: LOOP_DEV={loop_dev} is more than the {len(splits.dev)} dev examples; "
+                                   f"lower it or raise N_DEV.")
+    for key, value in params.items():
+        if key.endswith("MODEL"):
+            problems, notes = check_model(value, key)
+        elif key == "SCALE_MODELS":
+            found = [check_model(v, f"SCALE_MODELS[{i}]") for i, v in enumerate(value or [])]
+            problems, notes = [p for f in found for p in f[0]], [n for f in found for n in f[1]]
+        else:
+            continue
+        report.problems += problems
+        report.notes += notes
+    report.problems += _method_problems(params)
+    return report
+
+
+def _method_problems(params: dict) -> list[str]:
+    problems = []
+    if "TEXT_METHODS" in params:
+        from .compare import check_text_methods
+
+        try:
+            check_text_methods(params["TEXT_METHODS"], hybrid=bool(params.get("HYBRID_TASKS")))
+        except ValueError as err:
+            problems.append(str(err))
+    if "METHODS" in params:
+        from .gpo import STRATEGIES
+
+        unknown = [m for m in params["METHODS"] if m not in STRATEGIES]
+        if unknown:
+            problems.append(f"Unknown method(s) {unknown}; choose from {list(STRATEGIES)}.")
+    return problems
