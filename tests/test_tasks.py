@@ -111,12 +111,46 @@ def test_full_test_pool_and_gpo_splits(data_dir):
     assert gpo.sizes() == {"train": 5, "dev": 5, "test": 107}
 
 
+def test_a_short_train_pool_borrows_from_the_far_end_of_the_test_pool(data_dir):
+    # MMLU keeps 5 rows per subject apart; GRAD-SUM's 30 train + 20 validation come from the test pool
+    splits = make_splits("mmlu/anatomy", 30, 20, None, seed=0)
+    assert splits.sizes() == {"train": 30, "dev": 20, "test": 135 + 5 - 50, "borrowed_from_test": 45}
+    ids = [e.id for e in splits.train + splits.dev]
+    assert len(set(ids)) == 50 and not set(ids) & {e.id for e in splits.test}
+    fixed = make_splits("mmlu/anatomy", 30, 20, 40, seed=0)
+    assert fixed.test == make_splits("mmlu/anatomy", 2, 1, 40, seed=0).test  # test rows as without borrowing
+    with pytest.raises(ValueError, match="after 45 rows lent to train/dev"):
+        make_splits("mmlu/anatomy", 30, 20, 100, seed=0)
+
+
+def test_none_sizes_take_all_that_is_left(data_dir):
+    assert make_splits("gpo/bbh/navigate", None, None, None).sizes() == {"train": 48, "dev": 48, "test": 144}
+    gsm8k = make_splits("gsm8k", None, 200, 10)
+    assert gsm8k.sizes() == {"train": 7273, "dev": 200, "test": 10}
+    assert make_splits("bbh/causal_judgement", None, 20, 100).sizes() == {"train": 67, "dev": 20, "test": 100}
+
+
+def test_per_task_settings_fall_back_by_answer_kind_then_star():
+    from promptgrad.tasks import for_tasks, per_task, task_splits
+
+    steps = {"sst2": 20, "yesno": 8, "*": 4}
+    assert per_task(steps, "sst2") == 20
+    assert per_task(steps, "bbh/navigate") == 8  # a yes/no task
+    assert per_task(steps, "gsm8k") == 4
+    assert per_task(7, "gsm8k") == 7
+    assert for_tasks({"gsm8k": 192}, ["gsm8k", "sst2"], "MAX_TOKENS", default=None) == {"gsm8k": 192, "sst2": None}
+    with pytest.raises(KeyError, match="STEPS has no entry for task 'gsm8k'.*answer kind 'number'"):
+        per_task({"sst2": 20}, "gsm8k", "STEPS")
+    with pytest.raises(KeyError, match="did you mean 'sst2'"):
+        task_splits(["sst3"], 1, 1, 1)
+
+
 @pytest.mark.parametrize("sizes,message", [
-    ((-1, 0, 5), "n_train must be a non-negative integer"),
+    ((-1, 0, 5), "n_train for 'bbh/causal_judgement' must be a non-negative integer"),
     ((0, 0, 200), "n_test=200 is larger than"),
     ((170, 10, 30), "n_train=170 is larger than"),
     ((150, 10, 30), "n_dev=10 is larger than .* at most 7"),
-    ((1, 1, 2.5), "n_test must be"),
+    ((1, 1, 2.5), "n_test for .* must be"),
 ])
 def test_bad_split_sizes(data_dir, sizes, message):
     with pytest.raises(ValueError, match=message):

@@ -14,11 +14,11 @@ from .evaluation import (Evaluation, describe_rows, evaluate_prompt, evaluate_pr
                          paired_difference, sample_records, wilson_interval)
 from .models import EMBEDDED_MODEL, load_model  # noqa: E402
 from .results import Results, read_metrics  # noqa: E402
-from .tasks import Example, Splits, Task, get_task, make_splits  # noqa: E402
+from .tasks import Example, Splits, Task, for_tasks, get_task, make_splits, per_task, task_splits  # noqa: E402
 
 __all__ = ["EMBEDDED_MODEL", "Engine", "Evaluation", "Example", "OpenAIEngine", "ResponseCache", "Results",
            "Splits", "Task", "TransformersEngine", "Usage", "describe_rows", "evaluate_prompt",
-           "evaluate_prompts", "get_task", "rank_rows", "load_model", "make_engine", "make_splits", "paired_difference",
+           "evaluate_prompts", "for_tasks", "get_task", "per_task", "task_splits", "rank_rows", "load_model", "make_engine", "make_splits", "paired_difference",
            "read_metrics", "sample_records", "seed_everything", "wilson_interval"]
 
 

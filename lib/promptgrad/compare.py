@@ -14,6 +14,7 @@ from pathlib import Path
 from .engines import Usage
 from .evaluation import Evaluation, summarize
 from .results import read_metrics, records_path
+from .tasks import per_task
 
 
 def executed_parameters(notebook: str | Path) -> dict:
@@ -39,9 +40,9 @@ class Source:
         self.params = executed_parameters(executed) if executed.is_file() else None
 
     def param(self, name: str, task: str):
-        """A parameter's value for a task (per-task dicts are looked up, missing keys are None)."""
-        value = self.params.get(name)
-        return value.get(task) if isinstance(value, dict) else value
+        """A parameter's value for a task (per-task dicts are looked up as ``tasks.per_task`` does,
+        missing entries are None)."""
+        return per_task(self.params.get(name), task, name, default=None)
 
     def reuse(self, task: str, method: str, test_ids: list[str], require: dict, protocol: str = "direct"):
         """``(Evaluation on test_ids, the source row)``, or ``(None, why not)``.

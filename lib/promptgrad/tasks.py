@@ -20,7 +20,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from .extraction import LABELS, canonical_target
+from .extraction import LABELS, canonical_target, extract_answer, extract_number, parse_options
 
 BBH_TASKS = (
     "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa", "dyck_languages",
@@ -35,7 +35,7 @@ BBH_TASKS = (
 _BBH_KIND = {"boolean_expressions": "truefalse", "causal_judgement": "yesno", "navigate": "yesno",
              "web_of_lies": "yesno", "sports_understanding": "yesno", "formal_fallacies": "validity",
              "multistep_arithmetic_two": "number", "object_counting": "number",
-             "dyck_languages": "text", "word_sorting": "text"}
+             "dyck_languages": "brackets", "word_sorting": "text"}
 MMLU_SUBJECTS = (
     "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge", "college_biology",
     "college_chemistry", "college_computer_science", "college_mathematics", "college_medicine", "college_physics",
@@ -61,6 +61,7 @@ ANSWER_FORMATS = {
     "truefalse": "Therefore, answer with just True or False.",
     "sentiment": "Therefore, answer with just positive or negative.",
     "text": "Therefore, give just the final answer, nothing else.",
+    "brackets": "Therefore, give just the closing brackets, nothing else.",
     "open": "",
 }
 
@@ -95,6 +96,20 @@ class Task:
     def pools(self) -> dict[str, list[Example]]:
         """The source pools: 'train' and 'test', or fixed 'train'/'dev'/'test' (GPO's splits)."""
         return _cached_pools(self.name)
+
+    def extract(self, text: str, example: Example) -> str | None:
+        """The answer ``text`` gives to ``example`` in canonical form, None for a format failure
+        (an option's text counts as its letter, as in GPO's and OPRO's scorers)."""
+        options = parse_options(example.input) if self.kind == "choice" else None
+        return extract_answer(text, self.kind, options)
+
+    def chance(self, question: str) -> float | None:
+        """The accuracy of a uniform guess on one question: 1 / labels, or 1 / the options it
+        lists; None for numbers and free text."""
+        if self.labels:
+            return 1 / len(self.labels)
+        options = parse_options(question) if self.kind == "choice" else {}
+        return 1 / len(options) if options else None
 
     def format(self, example: Example, prompt: str = "", placement: str = "after") -> str:
         """The user message: the prompt around the question."""
@@ -308,7 +323,7 @@ def _registry() -> dict[str, Task]:
              functools.partial(_load_bench, "vicuna_bench")),
         Task("orca_math", "number", "Solve math word problems; the answer is a number.",
              functools.partial(_load_hub_only, "orca_math", "microsoft/orca-math-word-problems-200k",
-                               lambda r, i: Example(r["question"], canonical_target(r["answer"], "number"),
+                               lambda r, i: Example(r["question"], extract_number(r["answer"]) or "",
                                                     reference=r["answer"], id=f"orca-{i}"))),
         Task("neural_bridge_rag", "text", "Answer the question from the given context.",
              functools.partial(_load_hub_only, "neural_bridge_rag", "neural-bridge/rag-dataset-12000",
@@ -347,7 +362,13 @@ def get_task(name: str) -> Task:
 
 @functools.cache
 def _cached_pools(name: str) -> dict[str, list[Example]]:
-    return TASKS[name].loader()
+    """The loader's pools; train ids that repeat test ids (both numbered from 0 in their files)
+    get ``@train``, so that an id names one example wherever train rows are lent to dev."""
+    pools = TASKS[name].loader()
+    test_ids = {e.id for e in pools.get("test", [])}
+    if any(e.id in test_ids for e in pools.get("train", [])):
+        pools["train"] = [dataclasses.replace(e, id=f"{e.id}@train") for e in pools["train"]]
+    return pools
 
 
 # ---------------------------------------------------------------- splits
@@ -358,24 +379,31 @@ class Splits:
     train: list[Example]
     dev: list[Example]
     test: list[Example]
+    borrowed_from_test: int = 0  # train/dev rows taken from the test pool (never from the test rows)
 
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
+        sizes = {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
+        return {**sizes, "borrowed_from_test": self.borrowed_from_test} if self.borrowed_from_test else sizes
 
 
-def make_splits(task: Task | str, n_train: int, n_dev: int, n_test: int | None, seed: int = 0) -> Splits:
-    """Seeded, disjoint train / dev / test splits.
+def make_splits(task: Task | str, n_train: int | None, n_dev: int | None, n_test: int | None,
+                seed: int = 0) -> Splits:
+    """Seeded, disjoint train / dev / test splits. ``None`` for a size: all that is left for it
+    (for n_test: after train and dev in a single pool; the whole test pool otherwise).
 
     - Fixed splits (GPO's) are used as they are, each cut to its size in file order.
-    - Separate train and test pools (SST-2, GSM8K, MMLU): test is drawn from the test pool
-      (``n_test=None``: all of it), train and dev from the train pool.
+    - Separate train and test pools (SST-2, GSM8K, MMLU): test is drawn from the test pool,
+      train and dev from the train pool. When the train pool is too small (MMLU keeps 5 rows
+      per subject apart), the rows missing are taken from the far end of the shuffled test pool
+      and the test rows from its front, so they never overlap (``borrowed_from_test``).
     - One pool (BBH, HellaSwag, ...): a seeded shuffle; test is taken first, so the test
       set for a given seed and ``n_test`` does not depend on the train and dev sizes.
     """
     task = get_task(task) if isinstance(task, str) else task
     for label, size in (("n_train", n_train), ("n_dev", n_dev), ("n_test", n_test)):
-        if size is not None and (not isinstance(size, int) or size < 0):
-            raise ValueError(f"{label} must be a non-negative integer (or None for n_test), got {size!r}.")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise ValueError(f"{label} for '{task.name}' must be a non-negative integer or None (all that is "
+                             f"left), got {size!r}.")
     pools = task.pools()
 
     def take(pool: list[Example], n: int | None, label: str, start: int = 0) -> list[Example]:
@@ -395,10 +423,54 @@ def make_splits(task: Task | str, n_train: int, n_dev: int, n_test: int | None, 
         return Splits(take(pools["train"], n_train, "n_train"), take(pools["dev"], n_dev, "n_dev"),
                       take(pools["test"], n_test, "n_test"))
     if "test" in pools:
-        test = take(shuffled(pools["test"], "test"), n_test, "n_test")
-        rest = shuffled(pools["train"], "train")
-        return Splits(take(rest, n_train, "n_train"), take(rest, n_dev, "n_dev", n_train), test)
+        test_pool, rest = shuffled(pools["test"], "test"), shuffled(pools["train"], "train")
+        if n_train is None or n_dev is None:
+            n_train = len(rest) - (n_dev or 0) if n_train is None else n_train
+            n_dev = max(0, len(rest) - n_train) if n_dev is None else n_dev
+        short = max(0, n_train + n_dev - len(rest))
+        if short:
+            rest = rest + test_pool[len(test_pool) - short:][::-1]
+            test_pool = test_pool[:len(test_pool) - short]
+        test = take(test_pool, n_test, "n_test" + (f" (after {short} rows lent to train/dev)" if short else ""))
+        return Splits(take(rest, n_train, "n_train"), take(rest, n_dev, "n_dev", n_train), test, short)
     pool = shuffled(pools["all"], "all")
+    if n_train is None or n_dev is None:
+        if n_test is None:
+            raise ValueError(f"'{task.name}' has one pool: give n_test when n_train or n_dev is None.")
+        n_train = len(pool) - n_test - (n_dev or 0) if n_train is None else n_train
+        n_dev = len(pool) - n_test - n_train if n_dev is None else n_dev
     n_test_ = len(pool) - n_train - n_dev if n_test is None else n_test
     test = take(pool, n_test_, "n_test")
     return Splits(take(pool, n_train, "n_train", len(test)), take(pool, n_dev, "n_dev", len(test) + n_train), test)
+
+
+# ---------------------------------------------------------------- per-task settings
+
+
+def per_task(setting, task: Task | str, name: str = "setting", default=KeyError):
+    """One task's value of a notebook setting: the setting itself when it is not a dict; else its
+    entry for the task's name, then for its answer kind (``"yesno"``, ``"number"``...), then ``"*"``.
+    Without any, ``default``, or an error that says which entries would do."""
+    if not isinstance(setting, dict):
+        return setting
+    task = get_task(task) if isinstance(task, str) else task
+    for key in (task.name, task.kind, "*"):
+        if key in setting:
+            return setting[key]
+    if default is not KeyError:
+        return default
+    raise KeyError(f"{name} has no entry for task '{task.name}': add one for '{task.name}', for its answer kind "
+                   f"'{task.kind}', or '*' for every other task (it has {sorted(setting)}).")
+
+
+def for_tasks(setting, names: list[str], name: str = "setting", default=KeyError) -> dict:
+    """``per_task`` for each task: ``{task name: value}``."""
+    return {n: per_task(setting, n, name, default) for n in names}
+
+
+def task_splits(names: list[str], n_train, n_dev, n_test, seed: int = 0) -> dict[str, Splits]:
+    """``make_splits`` for each task, each size a number, None or a per-task dict (``per_task``).
+    Unknown task names fail first, with a suggestion."""
+    tasks = [get_task(n) for n in names]
+    return {t.name: make_splits(t, per_task(n_train, t, "N_TRAIN"), per_task(n_dev, t, "N_DEV"),
+                                per_task(n_test, t, "N_TEST"), seed=seed) for t in tasks}
