@@ -19,6 +19,20 @@ CASES = [
     ("choice", "Between (A) and (B), I'd say...", None),
     ("choice", "Let me think about the options.", None),
     ("choice", "After checking, (A) fits; the answer is (E)", "E"),
+    # lower case counts; a pronoun or an article is never a letter (GPO's / OPRO's scorers)
+    ("choice", "b", "B"),
+    ("choice", "(c) because the car turned left", "C"),
+    ("choice", "The answer is (d).", "D"),
+    ("choice", "I cannot determine the answer.", None),
+    ("choice", "A person who walks north...", None),
+    ("choice", "Answer: I think so.", None),
+    ("choice", "I", "I"),
+    # numbers in LaTeX boxes (Qwen2.5-Math) win over a later number
+    ("number", "So $x = \\boxed{42}$, checked with 43.", "42"),
+    # bracket sequences (BBH dyck_languages)
+    ("brackets", "] }", "] }"),
+    ("brackets", "The answer is ]}>", "] } >"),
+    ("brackets", "I cannot close these.", None),
     # yes / no
     ("yesno", "Yes, because the wire touched the battery.", "yes"),
     ("yesno", "No\n\nThe answer is: No", "no"),
@@ -71,3 +85,36 @@ def test_marked_text_takes_the_last_pair_and_leniently_an_unclosed_marker_up_to_
     unclosed = "Sure.\n<prompt>Check each step.\n\nThe original prompt was:\n<prompt>old"
     assert marked_text(unclosed, "<prompt>", "</prompt>") == (None, "missing_markers")
     assert marked_text(unclosed, "<prompt>", "</prompt>", "lenient") == ("Check each step.", "unterminated")
+
+
+def test_an_option_text_maps_to_its_letter():
+    from promptgrad.extraction import parse_options
+
+    options = parse_options("Which way?\nOptions:\n(A) east\n(B) north-east\n(C) west")
+    assert options == {"A": "east", "B": "north-east", "C": "west"}
+    assert extract_answer("east", "choice", options) == "A"
+    assert extract_answer("The answer is: North-East.", "choice", options) == "B"
+    assert extract_answer("somewhere east of here", "choice", options) is None  # not exactly an option
+    assert extract_answer("east", "choice") is None  # without the options there is no letter
+
+
+def test_dyck_gold_answers_score_themselves(data_dir):
+    from promptgrad.tasks import get_task
+
+    task = get_task("bbh/dyck_languages")
+    examples = task.pools()["all"]
+    assert all(ex.target for ex in examples)  # no gold normalizes to ''
+    assert all(task.extract(ex.target, ex) == ex.target for ex in examples)
+
+
+def test_gold_answers_score_themselves_on_every_bbh_task(data_dir):
+    from promptgrad.tasks import BBH_TASKS, get_task
+
+    for name in BBH_TASKS:
+        task = get_task(f"bbh/{name}")
+        # three rows of BBH itself (movie_recommendation 1, ruin_names 2) have an option's text as gold,
+        # split across options by a comma; no answer can match them
+        examples = [ex for ex in task.pools()["all"] if task.kind != "choice" or len(ex.target) == 1]
+        hits = sum(task.extract(ex.target if task.kind != "choice" else f"({ex.target})", ex) == ex.target
+                   for ex in examples)
+        assert hits == len(examples), f"bbh/{name}: {hits}/{len(examples)} gold answers score"

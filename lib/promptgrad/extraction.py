@@ -8,7 +8,11 @@ One rule per answer kind, applied the same way to every prompt and method:
 3. else the answer, when exactly one distinct answer is mentioned in the first
    sentence, or else in the whole text; several different ones are ambiguous and
    count as a format failure.
-Numbers take the last number instead of rule 3 (reasoning ends with the result).
+Numbers take the last number instead of rule 3 (reasoning ends with the result), and a
+LaTeX ``\\boxed{N}`` counts as a marker (Qwen2.5-Math writes one). Option letters follow GPO's
+and OPRO's scorers: lower case counts ("(b)", "b"), an answer that is exactly one option's text
+maps to its letter, and a word that reads as a pronoun or article ("I cannot...", "A dog...")
+is never a letter. Bracket sequences (BBH's dyck_languages) keep only the brackets.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ LABELS = {
     "truefalse": ("true", "false"),
     "sentiment": ("positive", "negative"),
 }
-KINDS = ("number", "choice", "text", "open", *LABELS)
+KINDS = ("number", "choice", "text", "brackets", "open", *LABELS)
 
 _MARKER = r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:|=)?\s*:?\s*"
 _NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?"
@@ -39,7 +43,8 @@ def normalize_number(text: str) -> str | None:
 
 
 def extract_number(text: str) -> str | None:
-    for pattern in (r"####\s*(" + _NUMBER + ")", _MARKER + r"(" + _NUMBER + ")"):
+    for pattern in (r"####\s*(" + _NUMBER + ")", r"\\boxed\{\s*(" + _NUMBER + r")\s*\}",
+                    _MARKER + r"(" + _NUMBER + ")"):
         found = re.findall(pattern, text, flags=re.IGNORECASE)
         if found:
             return normalize_number(found[-1])
@@ -47,16 +52,46 @@ def extract_number(text: str) -> str | None:
     return normalize_number(found[-1]) if found else None
 
 
-def extract_choice(text: str) -> str | None:
-    """An option letter: '(B)', 'B)', 'Answer: B', 'The answer is (B).' -> 'B'."""
-    explicit = re.findall(_MARKER + r"\(?([A-R])\)?(?![A-Za-z])", text, flags=re.IGNORECASE)
+# An option letter: in parentheses (any case); or followed by ')', '.', ':' or the end of the
+# text (any case); or an upper-case letter other than A and I, which open sentences as words.
+_LETTER = r"(?:\(([A-Ra-r])\)|([A-Ra-r])(?=[).:]|\s*$)|([B-HJ-R])(?![\w'’]))"
+
+
+def _letter(match: tuple[str, ...]) -> str:
+    return next(g for g in match if g).upper()
+
+
+def parse_options(question: str) -> dict[str, str]:
+    """The options listed in a question, ``{"A": "east", ...}`` from lines like ``(A) east``."""
+    return dict(re.findall(r"^\s*\(([A-R])\)\s*(.+?)\s*$", question, flags=re.MULTILINE))
+
+
+def extract_choice(text: str, options: dict[str, str] | None = None) -> str | None:
+    """An option letter: '(B)', 'b)', 'Answer: B', 'The answer is (b).' -> 'B'; with ``options``
+    (``parse_options``), an answer that is exactly one option's text -> that option's letter."""
+    explicit = re.findall(_MARKER + _LETTER, text, flags=re.IGNORECASE)
     if explicit:
-        return explicit[-1].upper()
-    first = re.match(r"\s*\(?([A-R])(?:\)|\.|:|$|\s)", text)
+        return _letter(explicit[-1])
+    first = re.match(r"\s*" + _LETTER, text)
     if first:
-        return first.group(1)
-    mentioned = set(re.findall(r"\(([A-R])\)", text))
-    return mentioned.pop() if len(mentioned) == 1 else None
+        return _letter(first.groups())
+    mentioned = {m.upper() for m in re.findall(r"\(([A-Ra-r])\)", text)}
+    if mentioned:
+        return mentioned.pop() if len(mentioned) == 1 else None
+    if options:
+        said = re.findall(_MARKER + r"(.+)", text, flags=re.IGNORECASE)
+        said = normalize_text(said[-1] if said else text)
+        hits = [letter for letter, option in options.items() if normalize_text(option) == said]
+        return hits[0] if len(hits) == 1 else None
+    return None
+
+
+def extract_brackets(text: str) -> str | None:
+    """A bracket sequence (BBH dyck_languages): after a marker, else the first line; only the
+    brackets are kept, space separated ('] }' and 'the answer is ]}' both give '] }')."""
+    explicit = re.findall(_MARKER + r"(.+)", text, flags=re.IGNORECASE)
+    candidate = explicit[-1] if explicit else next((line for line in text.splitlines() if line.strip()), "")
+    return " ".join(re.findall(r"[()\[\]{}<>]", candidate)) or None
 
 
 def extract_label(text: str, labels: tuple[str, ...]) -> str | None:
@@ -93,13 +128,16 @@ def extract_text(text: str) -> str | None:
     return candidate or None
 
 
-def extract_answer(text: str, kind: str) -> str | None:
+def extract_answer(text: str, kind: str, options: dict[str, str] | None = None) -> str | None:
+    """The canonical answer in ``text``; ``options`` (choice tasks) lets an option's text count."""
     if kind == "number":
         return extract_number(text)
     if kind == "choice":
-        return extract_choice(text)
+        return extract_choice(text, options)
     if kind == "text":
         return extract_text(text)
+    if kind == "brackets":
+        return extract_brackets(text)
     if kind in LABELS:
         return extract_label(text, LABELS[kind])
     raise ValueError(f"Unknown answer kind '{kind}'; expected one of {KINDS} ('open' has no extraction).")
@@ -115,6 +153,8 @@ def canonical_target(target, kind: str) -> str:
         return match.group(1) if match else target
     if kind == "text":
         return normalize_text(target)
+    if kind == "brackets":
+        return extract_brackets(target) or target
     return target.lower()
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
 from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, summarize
-from .extraction import PARSE_MODES, extract_answer, marked_text
+from .extraction import PARSE_MODES, marked_text
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def judge_outputs(judge: Engine | str, task: Task, examples: list[Example], outp
         if not task.has_answers:
             raise ValueError(f"The exact-match judge needs a task with answers; {task.name} has none: "
                              f"give an LLM judge.")
-        extracted = [extract_answer(out, task.kind) for out in outputs]
+        extracted = [task.extract(out, ex) for out, ex in zip(outputs, examples)]
         return [Verdict(int(got == ex.target), f"Exact match: extracted {got!r}, expected {ex.target!r}.")
                 for got, ex in zip(extracted, examples)]
     tracker = tracker or Tracker()
@@ -362,7 +362,7 @@ def score_prompt(generator: Engine, judge: Engine | str, task: Task, prompt: str
                              max_tokens=judge_max_tokens, tracker=tracker)
     exact = None
     if task.has_answers:
-        exact = [extract_answer(o, task.kind) == ex.target for o, ex in zip(outputs, examples)]
+        exact = [task.extract(o, ex) == ex.target for o, ex in zip(outputs, examples)]
     return Scored(outputs, verdicts, exact)
 
 
