@@ -131,3 +131,33 @@ def test_length_batches_keep_long_prompts_in_small_batches():
     assert length_batches(lengths, batch_size=32, max_tokens=1000) == [[1], [5], [3], [4, 0, 2]]
     assert length_batches([5000], batch_size=8, max_tokens=1000) == [[0]]  # too long for the budget: alone
     assert length_batches([], batch_size=8, max_tokens=1000) == []
+
+
+def test_text_and_untrained_soft_prompt_decode_alike_whatever_the_generation_config(tmp_path):
+    """A model whose generation_config sets a repetition penalty (as Qwen2.5-Instruct's does):
+    the penalty would act on a text prompt's ids and not on a soft prompt's embeddings; the
+    engine states its decoding, so the untrained soft prompt answers as its text does."""
+    from tiny_models import tiny_model
+
+    from promptgrad import TransformersEngine, evaluate_prompt
+    from promptgrad.embedgrad import SoftPrompt
+    from promptgrad.tasks import Example, get_task
+
+    folder = tiny_model(tmp_path / "tiny-qwen2", "qwen2", generation={"repetition_penalty": 3.0})
+    engine = TransformersEngine(str(folder), batch_size=4, system_prompt="You are a helpful assistant.")
+    assert engine.hf_model.generation_config.repetition_penalty == 3.0
+    task = get_task("sst2")
+    examples = [Example(f"Review: {text}\nIs this review positive or negative?", "positive", id=str(i))
+                for i, text in enumerate(["great great great fun", "a dull, dull film", "fine", "I loved it"])]
+    text = "please reason step by step"
+    as_text = evaluate_prompt(engine, task, text, examples, max_tokens=12)
+    as_soft = evaluate_prompt(engine, task, SoftPrompt(text, engine.tokenizer, engine.hf_model), examples,
+                              max_tokens=12)
+    assert [r["output"] for r in as_text.records] == [r["output"] for r in as_soft.records]
+    # the test can fail: decoding with the model's own generation_config gives other text answers
+    rendered = [engine.render([{"role": "user", "content": r["input"]}]) for r in as_text.records]
+    inputs = engine.tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
+    inherited = engine.hf_model.generate(**inputs, max_new_tokens=12, do_sample=False,
+                                         pad_token_id=engine.tokenizer.pad_token_id)
+    inherited = engine.tokenizer.batch_decode(inherited[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert [o.strip() for o in inherited] != [r["output"] for r in as_text.records]

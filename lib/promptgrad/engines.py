@@ -160,14 +160,15 @@ class TransformersEngine(Engine):
 
     def __init__(self, model: str = EMBEDDED_MODEL, cache: ResponseCache | None = None,
                  batch_size: int = 32, device: str | None = None, system_prompt: str | None = None,
-                 max_batch_tokens: int | None = 8192):
+                 max_batch_tokens: int | None = 8192, dtype: str | None = None):
         if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
             raise ValueError(f"batch_size and max_batch_tokens must be at least 1, got {batch_size}, "
                              f"{max_batch_tokens}.")
         super().__init__(model, cache, system_prompt)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.hf_model, self.tokenizer = load_model(model, device)
+        self.hf_model, self.tokenizer = load_model(model, device, dtype)
+        self.end_token_ids = end_token_ids(self.hf_model, self.tokenizer)
 
     def render(self, conversation: Conversation) -> str:
         """The chat template applied, ready for the assistant's turn."""
@@ -178,8 +179,7 @@ class TransformersEngine(Engine):
         texts = [self.render(c) for c in conversations]
         batches = self._batches(texts)
         outputs: list[list[str]] = [[] for _ in texts]
-        sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 else \
-            dict(do_sample=False)
+        decoding = self.decoding(temperature)
         for b, batch in enumerate(tqdm(batches, desc=desc or "generate", disable=len(batches) < 2, leave=False)):
             batch_texts = [texts[i] for i in batch]
             if soft_prompt is not None:
@@ -189,15 +189,28 @@ class TransformersEngine(Engine):
             inputs = {k: v.to(self.hf_model.device) for k, v in inputs.items()}
             if temperature > 0:
                 torch.manual_seed(seed * 1_000_003 + b)
-            out = self.hf_model.generate(**inputs, max_new_tokens=max_tokens, num_return_sequences=n,
-                                         pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            out = self.hf_model.generate(**inputs, max_new_tokens=max_tokens, num_return_sequences=n, **decoding)
             new_tokens = out if "inputs_embeds" in inputs else out[:, inputs["input_ids"].shape[1]:]
             self.usage.prompt_tokens += int(inputs["attention_mask"].sum()) * n
-            self.usage.completion_tokens += int(_completion_lengths(new_tokens, self.tokenizer.eos_token_id).sum())
+            self.usage.completion_tokens += int(_completion_lengths(new_tokens, self.end_token_ids).sum())
             decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for j, i in enumerate(batch):
                 outputs[i] = [s.strip() for s in decoded[j * n:(j + 1) * n]]
         return outputs
+
+    def decoding(self, temperature: float = 0.0) -> dict:
+        """Every setting of ``generate`` that changes which tokens come out, stated here rather than
+        inherited from the model's ``generation_config`` (Qwen2.5-Instruct's sets a repetition
+        penalty, which acts on the prompt's ids for a text prompt and on nothing for a soft prompt
+        given as embeddings): one decoding for text and soft prompts alike."""
+        stated = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_repetition_penalty=1.0,
+                      length_penalty=1.0, min_new_tokens=0, bad_words_ids=None, suppress_tokens=None,
+                      begin_suppress_tokens=None, sequence_bias=None, eos_token_id=self.end_token_ids,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if temperature > 0:
+            return {**stated, "do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0, "min_p": None,
+                    "typical_p": 1.0}
+        return {**stated, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
     def _batches(self, texts: list[str]) -> list[list[int]]:
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
@@ -247,9 +260,17 @@ def first_tokens(options: list[str], tokenize) -> list[int]:
     return ids
 
 
-def _completion_lengths(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """Tokens up to and including the first end-of-sequence token, per row."""
-    is_eos = tokens == eos_id
+def end_token_ids(model, tokenizer) -> list[int]:
+    """The tokens that end a reply: the tokenizer's end-of-sequence token and those the model's
+    generation config names (a chat template's end of turn, such as ``<|im_end|>``)."""
+    configured = model.generation_config.eos_token_id
+    configured = configured if isinstance(configured, list) else [configured]
+    return sorted({i for i in (tokenizer.eos_token_id, *configured) if i is not None})
+
+
+def _completion_lengths(tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
+    """Tokens up to and including the first end token, per row."""
+    is_eos = torch.isin(tokens, torch.tensor(end_ids, device=tokens.device))
     first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(is_eos[:, 0], tokens.shape[1],
                                                                                       dtype=torch.long))
     return first

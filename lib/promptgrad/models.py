@@ -82,16 +82,23 @@ def local_model_path(name: str) -> str:
     return str(folder)
 
 
-@functools.cache
-def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str = "float32"):
-    """Load (model, tokenizer) once per process; frozen, in eval mode.
+def default_dtype(device: str) -> str:
+    """bf16 on a GPU (the papers' models fit and train there in it), fp32 on CPU."""
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
 
-    ``name`` is ``EMBEDDED_MODEL``, a hub id (needs internet or a hub cache) or a local folder.
+
+@functools.cache
+def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str | None = None):
+    """Load (model, tokenizer) once per process; frozen, in eval mode. ``free_models`` forgets them.
+
+    ``name`` is ``EMBEDDED_MODEL``, a hub id (needs internet or a hub cache) or a local folder;
+    ``dtype`` None: ``default_dtype`` of the device.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_name(name)
     device = device or default_device()
+    dtype = dtype or default_dtype(device)
     source = local_model_path(name)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype)).to(device)
@@ -101,3 +108,14 @@ def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
+
+
+def free_models() -> None:
+    """Forget the loaded models (a scale study loads one size after another): what no engine
+    holds any more is freed, GPU memory included."""
+    import gc
+
+    load_model.cache_clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
