@@ -11,7 +11,8 @@ from promptgrad.runner import ROOT
 
 RESULTS = os.environ.get("PROMPTGRAD_SMOKE_RESULTS")
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-ROW_KEYS = {"task", "method", "prompt", "split", "n", "accuracy", "ci95", "format_failure_rate"}
+ROW_KEYS = {"task", "method", "prompt", "split", "n", "accuracy", "ci95", "format_failure_rate", "answers",
+            "top_answer", "top_answer_share", "constant", "majority_accuracy", "chance"}
 
 pytestmark = pytest.mark.skipif(not RESULTS, reason="only after run_tests.sh has run the smoke notebooks")
 
@@ -31,6 +32,29 @@ def test_smoke_metrics_follow_the_schema(stem):
         lo, hi = row["ci95"]
         assert 0 <= lo <= row["accuracy"] <= hi <= 1
         assert 0 <= row["format_failure_rate"] <= 1
+        _check_answer_profile(Path(RESULTS) / stem, row)
+
+
+def _check_answer_profile(directory, row):
+    """The row's answer distribution and majority baseline, recomputed from its records."""
+    from collections import Counter
+
+    from promptgrad.results import records_path
+
+    records = [json.loads(line) for line in records_path(directory, row["task"], row["method"], "test")
+               .read_text().splitlines()]
+    assert len(records) == row["n"]
+    parsed = Counter(str(r["parsed"]) for r in records if r["parsed"] is not None)
+    if len(parsed) <= 10:
+        assert row["answers"] == dict(parsed)
+    assert sum(row["answers"].values()) == sum(parsed.values())
+    if parsed:
+        top, count = parsed.most_common(1)[0]
+        assert row["top_answer_share"] == count / sum(parsed.values())
+        assert row["constant"] == (count / sum(parsed.values()) > 0.95)
+    golds = Counter(str(r["gold"]) for r in records if r["gold"] != "")
+    if golds:
+        assert row["majority_accuracy"] == golds.most_common(1)[0][1] / len(records)
 
 
 def test_head_to_head_has_every_method_on_every_task_with_its_budget():

@@ -8,15 +8,15 @@ count as not correct in ``accuracy`` and are reported apart in
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
 from .engines import Engine
-from .extraction import extract_answer
 from .tasks import Example, Task
 
 # Generation budget per answer kind (tokens); a parameter of evaluate_prompt.
-DEFAULT_MAX_TOKENS = {"number": 256, "choice": 64, "text": 48, "open": 384,
+DEFAULT_MAX_TOKENS = {"number": 256, "choice": 64, "text": 48, "brackets": 48, "open": 384,
                       "yesno": 48, "validity": 48, "truefalse": 48, "sentiment": 24}
 PROTOCOLS = ("direct", "forced")
 
@@ -55,6 +55,9 @@ class Evaluation:
         return [r["correct"] for r in self.records]
 
 
+CONSTANT_SHARE = 0.95  # a prompt whose parsed answers are more than this share one answer is "constant"
+
+
 def summarize(records: list[dict]) -> dict:
     n = len(records)
     correct = sum(r["correct"] for r in records)
@@ -63,7 +66,37 @@ def summarize(records: list[dict]) -> dict:
     return {"n": n, "correct": correct, "accuracy": correct / n if n else float("nan"),
             "ci95": list(wilson_interval(correct, n)), "format_failures": failures,
             "format_failure_rate": failures / n if n else float("nan"),
-            "accuracy_parsed": correct / parsed if parsed else float("nan")}
+            "accuracy_parsed": correct / parsed if parsed else float("nan"), **answer_profile(records)}
+
+
+def answer_profile(records: list[dict], top: int = 10) -> dict:
+    """What the answers were: counts of the ``top`` most frequent parsed answers (the rest summed
+    under "(other)"; format failures are counted apart), the most frequent answer and its share of
+    the parsed answers, whether that share makes the prompt ``constant`` (over 95%), and the
+    accuracy of always giving this test set's most frequent gold answer (``majority_accuracy``)."""
+    answers = collections.Counter(str(r["parsed"]) for r in records if r["parsed"] is not None)
+    golds = collections.Counter(str(r["gold"]) for r in records if r.get("gold") not in (None, ""))
+    parsed = sum(answers.values())
+    counts = dict(answers.most_common(top))
+    if len(answers) > top:
+        counts["(other)"] = parsed - sum(counts.values())
+    top_answer, top_count = answers.most_common(1)[0] if answers else (None, 0)
+    return {"answers": counts, "top_answer": top_answer,
+            "top_answer_share": top_count / parsed if parsed else float("nan"),
+            "constant": bool(parsed) and top_count / parsed > CONSTANT_SHARE,
+            "majority_answer": golds.most_common(1)[0][0] if golds else None,
+            "majority_accuracy": golds.most_common(1)[0][1] / len(records) if golds else float("nan")}
+
+
+def answers_label(row: dict) -> str:
+    """A table cell on what a row's answers were: 'yes 32/32, constant' or 'positive 61%'."""
+    if row.get("top_answer") is None:
+        return "no parsed answer"
+    share = row["top_answer_share"]
+    parsed = round(row["n"] * (1 - row["format_failure_rate"]))
+    text = f"{row['top_answer']} {round(share * parsed)}/{parsed}" if parsed <= 100 else \
+        f"{row['top_answer']} {share:.0%}"
+    return text + (", constant" if row.get("constant") else "")
 
 
 def prompt_label(prompt) -> str:
@@ -107,7 +140,7 @@ def evaluate_prompt(engine: Engine, task: Task, prompt, examples: list[Example],
         final = [o[0] for o in engine.chat(follow_ups, max_tokens=32, soft_prompt=soft, desc=desc)]
     records = []
     for ex, conv, out, fin in zip(examples, conversations, first, final):
-        parsed = extract_answer(fin, task.kind)
+        parsed = task.extract(fin, ex)
         record = {"id": ex.id, "input": conv[0]["content"], "output": out, "parsed": parsed, "gold": ex.target,
                   "correct": parsed is not None and parsed == ex.target}
         if protocol == "forced":

@@ -10,31 +10,44 @@ sns.set_theme(style="whitegrid", context="notebook")
 
 
 def accuracy_bars(rows: list[dict], title: str = "", hue: str = "method"):
-    """Accuracy per task and method with 95% CI error bars, format failures hatched below."""
+    """Accuracy per task and method with 95% CI error bars; format failures (counted wrong) hatched
+    on top of each bar; the test set's majority-class accuracy (dashed) and chance (dotted) as
+    lines; "constant" over a bar whose answers are over 95% one answer."""
     frame = pd.DataFrame(rows)
     tasks = list(dict.fromkeys(frame["task"]))
     methods = list(dict.fromkeys(frame[hue]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 4.2), squeeze=False, sharey=True)
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
     for ax, task in zip(axes[0], tasks):
         sub = frame[frame["task"] == task].set_index(hue).reindex([m for m in methods if m in set(frame[hue])])
         sub = sub.dropna(subset=["accuracy"])
-        x = range(len(sub))
+        x = list(range(len(sub)))
         lo = [a - ci[0] for a, ci in zip(sub["accuracy"], sub["ci95"])]
         hi = [ci[1] - a for a, ci in zip(sub["accuracy"], sub["ci95"])]
         ax.bar(x, sub["accuracy"], yerr=[lo, hi], capsize=3, color=[palette[m] for m in sub.index])
-        ax.bar(x, sub["format_failure_rate"], color="none", edgecolor="black", hatch="//", linewidth=0.6,
-               label="format failures")
-        ax.set_xticks(list(x), sub.index, rotation=30, ha="right")
+        ax.bar(x, sub["format_failure_rate"], bottom=sub["accuracy"], color="none", edgecolor="black", hatch="//",
+               linewidth=0.6, label="format failures (counted wrong)")
+        has_labels = "chance" in sub and sub["chance"].notna().any()  # numbers and free text have no classes
+        for column, style, label in (("majority_accuracy", "--", "majority class"), ("chance", ":", "chance")):
+            if has_labels and sub[column].notna().any():
+                ax.axhline(float(sub[column].mean()), color="dimgray", linestyle=style, linewidth=1, label=label)
+        tops = sub["accuracy"] + sub["format_failure_rate"]
+        for i, (constant, top) in enumerate(zip(sub["constant"] if "constant" in sub else [], tops)):
+            if constant is True:
+                ax.text(i, min(top + 0.02, 0.9), "constant", ha="center", va="bottom", fontsize=7,
+                        bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
+        ax.set_xticks(x, sub.index, rotation=30, ha="right")
         ax.set_title(task)
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("test accuracy (95% CI)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles[:1], labels[:1], loc="upper right", frameon=False)
+        unique = dict(zip(labels, handles))
+        fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique), frameon=False,
+                   bbox_to_anchor=(0.5, -0.02))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

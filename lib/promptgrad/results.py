@@ -5,7 +5,9 @@ metrics.json::
 
     {"notebook": "00_quickstart", "profile": "cpu", "model": "...", "seed": 0,
      "rows": [{"task": ..., "method": ..., "prompt": ..., "split": "test", "n": ...,
-               "accuracy": ..., "ci95": [lo, hi], "format_failure_rate": ...}, ...],
+               "accuracy": ..., "ci95": [lo, hi], "format_failure_rate": ...,
+               "answers": {answer: count}, "top_answer": ..., "top_answer_share": ..., "constant": ...,
+               "majority_accuracy": ..., "chance": ...}, ...],
      "cost": {"model_calls": ..., "prompt_tokens": ..., "completion_tokens": ...,
               "wall_seconds": ...}}
 """
@@ -21,7 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from .engines import Usage
-from .evaluation import Evaluation, prompt_label
+from .evaluation import Evaluation, answers_label, prompt_label
+from .tasks import TASKS
+
+PROFILE_KEYS = ("answers", "top_answer", "top_answer_share", "constant", "majority_accuracy")
 
 ROW_KEYS = ("task", "method", "prompt", "split", "n", "accuracy", "ci95", "format_failure_rate")
 
@@ -62,7 +67,8 @@ class Results:
         s = evaluation.summary
         row = {"task": task, "method": method, "prompt": prompt_label(prompt), "split": split, "n": s["n"],
                "accuracy": s["accuracy"], "ci95": s["ci95"], "format_failure_rate": s["format_failure_rate"],
-               "accuracy_parsed": s["accuracy_parsed"], **extra}
+               "accuracy_parsed": s["accuracy_parsed"], **{k: s[k] for k in PROFILE_KEYS},
+               "chance": chance_accuracy(task, evaluation.records), **extra}
         self.rows = [r for r in self.rows if (r["task"], r["method"], r["split"]) != (task, method, split)]
         self.rows.append(row)
         path = records_path(self.dir, task, method, split)
@@ -73,11 +79,14 @@ class Results:
         return row
 
     def table(self, split: str | None = "test") -> pd.DataFrame:
+        """The rows as a table: the CI as text, ``answers`` as what the answers were
+        (``evaluation.answers_label``: the most frequent answer, its share, "constant")."""
         rows = [r for r in self.rows if split is None or r["split"] == split]
         frame = pd.DataFrame(rows)
         if frame.empty:
             return frame
         frame["ci95"] = frame["ci95"].map(lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]")
+        frame["answers"] = [answers_label(r) if "top_answer" in r else "" for r in rows]
         return frame
 
     def save_table(self, frame: pd.DataFrame, name: str, floatfmt: str = ".3f") -> Path:
@@ -101,6 +110,14 @@ class Results:
         path = self.dir / "metrics.json"
         path.write_text(json.dumps(_jsonable(metrics), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
+
+
+def chance_accuracy(task: str, records: list[dict]) -> float | None:
+    """The mean accuracy of a uniform guess on these records' questions (None for numbers, text,
+    or a task name not registered)."""
+    chances = [TASKS[task].chance(r.get("input", "")) for r in records] if task in TASKS else []
+    chances = [c for c in chances if c is not None]
+    return sum(chances) / len(chances) if chances else None
 
 
 def read_metrics(directory: str | Path) -> dict:
