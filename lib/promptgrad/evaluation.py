@@ -125,19 +125,40 @@ def evaluate_prompt(engine: Engine, task: Task, prompt, examples: list[Example],
     protocol ``direct``: one turn, extraction on the answer. ``forced`` (GPO's): the answer
     turn, then a second turn with the task's answer-format sentence; extraction on that.
     """
+    return score_prompts(engine, task, {"prompt": prompt}, examples, placement=placement, protocol=protocol,
+                         max_tokens=max_tokens, desc=desc)["prompt"]
+
+
+def score_prompts(engine: Engine, task: Task, prompts: dict[str, object], examples: list[Example], *,
+                  placement: str = "after", protocol: str = "direct", max_tokens: int | None = None,
+                  desc: str | None = None) -> dict[str, Evaluation]:
+    """``evaluate_prompt`` for several prompts on the same examples. The text prompts go to the
+    engine in one call, so a fast engine reads each question once for all of them; each soft
+    prompt is a call of its own."""
     if not task.has_answers:
         raise ValueError(f"Task '{task.name}' has no reference answers; score it with a judge "
                          f"(promptgrad.gradsum.judge_outputs).")
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol '{protocol}'; expected one of {PROTOCOLS}.")
-    soft = None if isinstance(prompt, str) else prompt
     max_tokens = max_tokens or DEFAULT_MAX_TOKENS[task.kind]
-    conversations = build_conversations(task, prompt, examples, placement)
-    first = [o[0] for o in engine.chat(conversations, max_tokens=max_tokens, soft_prompt=soft, desc=desc)]
-    final = first
-    if protocol == "forced":
-        follow_ups = [follow_up(c, out, task.answer_format) for c, out in zip(conversations, first)]
-        final = [o[0] for o in engine.chat(follow_ups, max_tokens=32, soft_prompt=soft, desc=desc)]
+    texts = [name for name, prompt in prompts.items() if isinstance(prompt, str)]
+    calls = ([texts] if texts else []) + [[name] for name in prompts if name not in texts]
+    evaluations = {}
+    for names in calls:
+        soft = None if names == texts else prompts[names[0]]
+        conversations = [c for name in names for c in build_conversations(task, prompts[name], examples, placement)]
+        first = [o[0] for o in engine.chat(conversations, max_tokens=max_tokens, soft_prompt=soft, desc=desc)]
+        final = first
+        if protocol == "forced":
+            follow_ups = [follow_up(c, out, task.answer_format) for c, out in zip(conversations, first)]
+            final = [o[0] for o in engine.chat(follow_ups, max_tokens=32, soft_prompt=soft, desc=desc)]
+        for k, name in enumerate(names):
+            part = slice(k * len(examples), (k + 1) * len(examples))
+            evaluations[name] = _scored(task, examples, conversations[part], first[part], final[part], protocol)
+    return {name: evaluations[name] for name in prompts}
+
+
+def _scored(task: Task, examples, conversations, first, final, protocol: str) -> Evaluation:
     records = []
     for ex, conv, out, fin in zip(examples, conversations, first, final):
         parsed = task.extract(fin, ex)
@@ -151,12 +172,11 @@ def evaluate_prompt(engine: Engine, task: Task, prompt, examples: list[Example],
 
 def evaluate_prompts(engine: Engine, task: Task, prompts: dict[str, object], examples: list[Example],
                      results=None, split: str = "test", **kwargs) -> dict[str, Evaluation]:
-    """Evaluate several named prompts on the same examples; rows go to ``results``."""
-    evaluations = {}
-    for method, prompt in prompts.items():
-        evaluations[method] = evaluate_prompt(engine, task, prompt, examples, desc=f"{task.name} / {method}",
-                                              **kwargs)
-        if results is not None:
+    """Evaluate several named prompts on the same examples (``score_prompts``); rows go to
+    ``results``."""
+    evaluations = score_prompts(engine, task, prompts, examples, desc=kwargs.pop("desc", task.name), **kwargs)
+    if results is not None:
+        for method, prompt in prompts.items():
             results.add(task.name, method, evaluations[method], prompt, split=split)
     return evaluations
 

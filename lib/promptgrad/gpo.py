@@ -35,7 +35,7 @@ from typing import Callable
 
 from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage, metered
-from .evaluation import evaluate_prompt
+from .evaluation import score_prompts
 from .extraction import marked_text
 from .tasks import Example, Task
 
@@ -374,14 +374,17 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
                  "usage": {"task": {}, "optimizer": {}}}
     scores: dict[str, float] = {}
 
-    def score(prompt: str) -> float:
-        if prompt not in scores:
+    def score(*prompts: str) -> float:
+        """Dev accuracy of each prompt not scored yet, all in one call (a fast engine reads each
+        dev question once for all candidates); the last prompt's score."""
+        todo = [p for p in dict.fromkeys(prompts) if p not in scores]
+        if todo:
             with metered(task_engine) as spent:
-                ev = evaluate_prompt(task_engine, task, prompt, dev, placement=placement, protocol=protocol,
-                                     max_tokens=max_tokens, desc=f"{strategy.name} dev")
+                found = score_prompts(task_engine, task, {p: p for p in todo}, dev, placement=placement,
+                                      protocol=protocol, max_tokens=max_tokens, desc=f"{strategy.name} dev")
             _accumulate(state["usage"]["task"], spent)
-            scores[prompt] = ev.summary["accuracy"]
-        return scores[prompt]
+            scores.update({p: ev.summary["accuracy"] for p, ev in found.items()})
+        return scores[prompts[-1]]
 
     if not resumed:
         state["trajectory"].append({"step": 0, "prompt": initial_prompt, "score": score(initial_prompt),
@@ -417,6 +420,8 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         if failed:
             log.warning("%s step %d: %d of %d optimizer outputs had no <START>...<END> prompt (%s).", strategy.name,
                         t, failed, len(outputs), ", ".join(f"{k} {counts[k]}" for k in FAILED if counts[k]))
+        if prompts:
+            score(*prompts)
         scored = [{"prompt": p, "score": score(p), "edit_distance": word_edit_distance(current["prompt"], p),
                    "chosen_before": p in {e["prompt"] for e in trajectory}} for p in prompts]
         for c in scored:
@@ -479,12 +484,10 @@ def evaluate_on_test(runs: list[Run], splits: dict[str, object], engine: Engine,
         prompts = {"initial": (task_runs[0].initial["prompt"], task_runs[0].initial["score"])}
         prompts.update({r.method: (r.final["prompt"], r.final["score"]) for r in task_runs})
         evaluations[task_name] = {}
-        by_prompt: dict[str, object] = {}  # a final equal to another prompt is scored once
+        distinct = dict.fromkeys(prompt for prompt, _ in prompts.values())  # a final equal to another is scored once
+        by_prompt = score_prompts(engine, task, {p: p for p in distinct}, split.test, placement=placement,
+                                  protocol=protocol, max_tokens=max_tokens, desc=f"{task_name} test")
         for method, (prompt, dev_score) in prompts.items():
-            if prompt not in by_prompt:
-                by_prompt[prompt] = evaluate_prompt(engine, task, prompt, split.test, placement=placement,
-                                                    protocol=protocol, max_tokens=max_tokens,
-                                                    desc=f"{task_name} / {method} test")
             ev = by_prompt[prompt]
             evaluations[task_name][method] = ev
             if results is not None:

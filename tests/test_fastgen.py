@@ -1,0 +1,66 @@
+"""The fast decoder against the reference (transformers ``generate``): same greedy answers on a
+fixed set of prompts of every answer kind and several lengths, same usage, same cache."""
+
+import pytest
+
+from promptgrad import ResponseCache, TransformersEngine, get_task, make_splits
+from promptgrad.evaluation import build_conversations
+from promptgrad.fastgen import prefix_groups
+
+SYSTEM = "You are a helpful assistant."
+PROMPTS = ["", "Let's think step by step.", "please reason step by step", "Answer briefly.\n{question}"]
+# answer kind -> task, rows, answer budget: sentiment, yes/no, number, option letter, free text,
+# short (SST-2, ~70 tokens) to long (causal judgement, ~600) prompts
+MIX = [("sst2", 6, 24), ("bbh/causal_judgement", 3, 48), ("gsm8k", 2, 64), ("bbh/date_understanding", 3, 32),
+       ("bbh/word_sorting", 2, 32)]
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return {d: TransformersEngine(batch_size=8, system_prompt=SYSTEM, decoder=d) for d in ("reference", "fast")}
+
+
+def _conversations():
+    conversations = []
+    for name, n, _ in MIX:
+        task = get_task(name)
+        examples = make_splits(task, 0, 0, n, seed=3).test
+        conversations.append([c for p in PROMPTS for c in build_conversations(task, p, examples)])
+    return conversations
+
+
+def test_fast_and_reference_give_identical_greedy_answers(engines, data_dir):
+    for conversations, (name, _, max_tokens) in zip(_conversations(), MIX):
+        reference = engines["reference"].chat(conversations, max_tokens=max_tokens)
+        fast = engines["fast"].chat(conversations + conversations[:1], max_tokens=max_tokens)  # and a duplicate
+        assert fast[:-1] == reference, name
+        assert fast[-1] == reference[0]
+
+
+def test_usage_and_cache_are_the_same_on_the_fast_path(engines, data_dir, tmp_path):
+    conversations = _conversations()[0]
+    spent = {}
+    for decoder in ("reference", "fast"):
+        engine = TransformersEngine(batch_size=8, system_prompt=SYSTEM, decoder=decoder,
+                                    cache=ResponseCache(tmp_path / f"{decoder}.sqlite"))
+        engine.chat(conversations, max_tokens=24)
+        spent[decoder] = engine.usage
+        engine.chat(conversations, max_tokens=24)
+        assert engine.usage.model_calls == len(conversations) and engine.usage.cache_hits == len(conversations)
+    assert spent["fast"].prompt_tokens == spent["reference"].prompt_tokens
+    assert spent["fast"].completion_tokens == spent["reference"].completion_tokens
+
+
+def test_sampling_soft_prompts_and_choose_keep_the_reference_path(engines, data_dir):
+    fast = engines["fast"]
+    conversation = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+    assert fast.choose([conversation], ["yes", "no"]) == engines["reference"].choose([conversation], ["yes", "no"])
+    assert not fast._fast(1, 0.7, None) and not fast._fast(2, 0.0, None) and fast._fast(1, 0.0, None)
+
+
+def test_rows_that_share_most_of_their_tokens_are_grouped():
+    header, q1, q2 = [1, 2, 3], list(range(10, 40)), list(range(50, 80))
+    rows = [header + q1 + [7], header + q1 + [8, 9], header + q2 + [7], header + q1 + [7]]
+    groups = sorted((length, sorted(members)) for length, members in prefix_groups(rows))
+    assert groups == [(33, [0, 1, 3]), (33, [2])]  # the header alone is not enough to share
+    assert all(length < min(len(rows[i]) for i in members) for length, members in groups)
