@@ -172,3 +172,69 @@ def test_peft_baseline_resumes_from_its_checkpoint(local_engine, sst2, tmp_path)
     assert log.resumed_from == 1 and len(log.losses) == 3
     assert torch.allclose(resumed.embeddings, whole.embeddings, atol=1e-6)
     assert resumed.placement == "prefix" and _weights_hash(local_engine.hf_model) == before
+
+
+@pytest.mark.parametrize("placement", ["after", "before", "prefix"])
+def test_the_split_loss_is_the_one_pass_loss_with_its_gradient(local_engine, sst2, placement):
+    """soft_prompt_loss reads the part before the prompt without gradients; loss and gradient are
+    those of one pass over the whole rows (target_loss), up to the order of float sums."""
+    from promptgrad.embedgrad import encode_examples, soft_prompt_loss
+
+    task, splits = sst2
+    soft = _soft(local_engine, placement)
+    with torch.no_grad():
+        soft.embeddings.add_(0.01 * torch.randn_like(soft.embeddings))  # not at the start
+    texts, targets = encode_examples(local_engine, task, soft.slot_text(), splits.train[:4], placement,
+                                     TrainConfig())
+    found = {}
+    for name, loss_of in (("one pass", lambda: target_loss(local_engine.hf_model, soft.build_inputs(
+            texts, local_engine.tokenizer, local_engine.hf_model, targets))),
+                          ("split", lambda: soft_prompt_loss(soft, texts, targets, local_engine.tokenizer,
+                                                             local_engine.hf_model))):
+        soft.embeddings.grad = None
+        loss = loss_of()
+        loss.backward()
+        found[name] = (loss.detach(), soft.embeddings.grad.clone())
+    assert torch.allclose(found["one pass"][0], found["split"][0], rtol=1e-4)
+    one, split = found["one pass"][1], found["split"][1]
+    assert (one - split).norm() / one.norm() < 1e-4  # measured: 2e-6 to 4e-6
+
+
+def test_peft_loss_on_label_positions_only_is_peft_loss(local_engine, sst2):
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    from promptgrad.embedgrad import peft_target_loss
+
+    model, tok = local_engine.hf_model, local_engine.tokenizer
+    config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=5,
+                                prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=INIT,
+                                tokenizer_name_or_path=local_model_path(local_engine.model))
+    peft_model = get_peft_model(model, config)
+    try:
+        rows = [tok("Review: great.\nSentiment:", add_special_tokens=False).input_ids,
+                tok("Review: a long and dull film.\nSentiment:", add_special_tokens=False).input_ids]
+        targets = [tok(" positive", add_special_tokens=False).input_ids, tok(" negative", add_special_tokens=False).input_ids]
+        length = max(len(r) + len(t) for r, t in zip(rows, targets))
+        ids = torch.full((2, length), tok.pad_token_id)
+        mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+        for i, (r, t) in enumerate(zip(rows, targets)):
+            ids[i, :len(r) + len(t)] = torch.tensor(r + t)
+            mask[i, :len(r) + len(t)] = 1
+            labels[i, len(r):len(r) + len(t)] = torch.tensor(t)
+        ours = peft_target_loss(peft_model, model, ids, mask, labels)
+        theirs = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert torch.allclose(ours, theirs, rtol=1e-5)
+    finally:
+        peft_model.unload() if hasattr(peft_model, "unload") else None  # prompt tuning wraps, changes nothing
+
+
+def test_peft_training_is_reproducible(local_engine, sst2):
+    from promptgrad.embedgrad import train_peft_prompt_tuning
+
+    task, splits = sst2
+    config = TrainConfig(steps=2, batch_size=4, lr=1e-2, seed=0)
+    first, _ = train_peft_prompt_tuning(INIT, local_engine, task, splits.train, config,
+                                        local_model_path(local_engine.model))
+    second, _ = train_peft_prompt_tuning(INIT, local_engine, task, splits.train, config,
+                                         local_model_path(local_engine.model))
+    assert torch.equal(first.embeddings, second.embeddings)

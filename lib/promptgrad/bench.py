@@ -1,5 +1,6 @@
 """Benchmarks (speed, not behaviour): ratios from one run on this machine.
 
+    python -m promptgrad.bench evaluate        # notebook 00's evaluation mix: fast decoder vs batched reference
     python -m promptgrad.bench generate        # tokens/s: transformers one at a time and batched, llama.cpp
     python -m promptgrad.bench embedgrad-step  # EmbedGrad train step vs PEFT prompt tuning, same batch
 
@@ -75,8 +76,68 @@ def _full_length(engine, max_tokens: int):
         yield
 
 
+# Notebook 00's evaluation mix: its prompts, tasks and answer budgets (rows per task scaled down).
+MIX_PROMPTS = {"no instruction": "", "step by step": "Let's think step by step.",
+               "reason step by step": "please reason step by step"}
+MIX_TASKS = {"sst2": None, "bbh/causal_judgement": None, "gsm8k": 192}  # max tokens (None: the kind's default)
+
+
+def compute_limit(model) -> dict:
+    """The compute ceiling of a forward pass: fp32 matmul GFLOP/s measured here, over 2 FLOPs per
+    weight a token meets (every matrix but the input embedding, which is a lookup)."""
+    import torch
+
+    a, b = torch.randn(1024, 576), torch.randn(576, 1536)
+    a @ b
+    start, reps = time.perf_counter(), 200
+    for _ in range(reps):
+        a @ b
+    gflops = 2 * 1024 * 576 * 1536 * reps / (time.perf_counter() - start) / 1e9
+    weights = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    if model.config.tie_word_embeddings:  # the output layer reuses the embedding matrix
+        weights += model.get_input_embeddings().weight.numel()
+    return {"matmul_gflops": round(gflops, 1), "gflop_per_token": round(2 * weights / 1e9, 3),
+            "tokens_per_second_limit": round(gflops / (2 * weights / 1e9))}
+
+
+def bench_evaluate(model: str, rows: dict[str, int]) -> dict:
+    """Wall time of notebook 00's evaluation (``evaluate_prompts``: its three prompts on each task,
+    greedy, its answer budgets) with the reference decoder (transformers ``generate``, batched by
+    length as the engine does) and the fast one, on the same examples; no response cache. Also
+    how many answers are identical, and tokens/s (prompt + completion, as the reference counts
+    them) against the compute limit."""
+    from .evaluation import evaluate_prompts
+
+    system = "You are a helpful assistant."
+    engines = {decoder: TransformersEngine(model, batch_size=32, system_prompt=system, decoder=decoder)
+               for decoder in ("reference", "fast")}
+    seconds, tokens, answers = {}, {}, {}
+    for decoder, engine in engines.items():
+        seconds[decoder], answers[decoder] = {}, []
+        for name, max_tokens in MIX_TASKS.items():
+            task = get_task(name)
+            examples = make_splits(task, 0, 0, rows[name], seed=0).test
+            start = time.perf_counter()
+            found = evaluate_prompts(engine, task, MIX_PROMPTS, examples, max_tokens=max_tokens)
+            seconds[decoder][name] = round(time.perf_counter() - start, 1)
+            answers[decoder] += [r["output"] for ev in found.values() for r in ev.records]
+        tokens[decoder] = engine.usage.prompt_tokens + engine.usage.completion_tokens
+    total = {d: sum(v.values()) for d, v in seconds.items()}
+    limit = compute_limit(engines["fast"].hf_model)
+    rates = {d: round(tokens["reference"] / total[d], 1) for d in engines}
+    same = sum(a == b for a, b in zip(answers["reference"], answers["fast"]))
+    return {"rows_per_task": rows, "seconds": seconds, "total_seconds": total,
+            "fast_over_batched": round(total["reference"] / total["fast"], 2),
+            "identical_answers": f"{same}/{len(answers['reference'])}",
+            "tokens_per_second": rates, **limit,
+            "share_of_limit": {d: round(r / limit["tokens_per_second_limit"], 2) for d, r in rates.items()}}
+
+
 def bench_embedgrad_step(model: str, batch_size: int, steps: int) -> dict:
-    """Seconds per training step, EmbedGrad vs PEFT prompt tuning, same SST-2 batches."""
+    """Seconds per training step on the same SST-2 batches: EmbedGrad and PEFT prompt tuning, each
+    as trained now (EmbedGrad: the part before the prompt read without gradients; PEFT: logits only
+    where a label is) and as before (one pass with gradients through the whole rows; PEFT's own
+    loss with logits on every position). ``*_now_over_before`` > 1 means faster now."""
     from .embedgrad import SoftPrompt, TrainConfig, train_peft_prompt_tuning, train_soft_prompt
 
     engine = TransformersEngine(model, system_prompt="You are a helpful assistant.")
@@ -84,24 +145,35 @@ def bench_embedgrad_step(model: str, batch_size: int, steps: int) -> dict:
     train = make_splits(task, batch_size * steps, 0, 0, seed=0).train
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=1e-2)
     init = "please reason step by step"
-    soft = SoftPrompt(init, engine.tokenizer, engine.hf_model, "after", model)
-    ours = train_soft_prompt(soft, engine, task, train, config).seconds_per_step
-    _, peft_log = train_peft_prompt_tuning(init, engine, task, train, config, local_model_path(model))
-    return {"seconds_per_step": {"embedgrad": round(ours, 3), "peft_prompt_tuning": round(peft_log.seconds_per_step, 3)},
-            "embedgrad_over_peft": round(ours / peft_log.seconds_per_step, 3), "batch_size": batch_size,
-            "steps": steps}
+    path = local_model_path(model)
+    seconds = {}
+    for label, one_pass in (("embedgrad_before", True), ("embedgrad_now", False)):
+        soft = SoftPrompt(init, engine.tokenizer, engine.hf_model, "after", model)
+        seconds[label] = train_soft_prompt(soft, engine, task, train, config, one_pass=one_pass).seconds_per_step
+    for label, peft_loss in (("peft_before", True), ("peft_now", False)):
+        seconds[label] = train_peft_prompt_tuning(init, engine, task, train, config, path,
+                                                  peft_loss=peft_loss)[1].seconds_per_step
+    return {"seconds_per_step": {k: round(v, 3) for k, v in seconds.items()},
+            "embedgrad_now_over_before": round(seconds["embedgrad_before"] / seconds["embedgrad_now"], 2),
+            "peft_now_over_before": round(seconds["peft_before"] / seconds["peft_now"], 2),
+            "embedgrad_over_peft_now": round(seconds["embedgrad_now"] / seconds["peft_now"], 3),
+            "batch_size": batch_size, "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["generate", "embedgrad-step"])
+    parser.add_argument("which", choices=["evaluate", "generate", "embedgrad-step"])
     parser.add_argument("--model", default=EMBEDDED_MODEL)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rows", type=int, nargs=3, default=[64, 16, 8], metavar=("SST2", "CAUSAL", "GSM8K"),
+                        help="evaluate: test rows per task of the mix")
     args = parser.parse_args(argv)
-    if args.which == "generate":
+    if args.which == "evaluate":
+        result = bench_evaluate(args.model, dict(zip(MIX_TASKS, args.rows)))
+    elif args.which == "generate":
         result = bench_generate(args.model, args.prompts, args.max_tokens, args.batch_size)
     else:
         result = bench_embedgrad_step(args.model, args.batch_size, args.steps)
