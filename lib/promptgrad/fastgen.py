@@ -31,13 +31,9 @@ class _BufferLayer(DynamicLayer):
     """A cache layer whose keys/values live in a preallocated buffer: appending a decoding step
     writes in place instead of concatenating the whole cache again."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
         super().__init__()
-        batch, heads, length, dim = keys.shape
-        self._k = keys.new_zeros(batch, heads, capacity, dim)
-        self._v = values.new_zeros(batch, heads, capacity, dim)
-        self._k[:, :, :length], self._v[:, :, :length] = keys, values
-        self.length = length
+        self._k, self._v, self.length = keys, values, length
         self.dtype, self.device = keys.dtype, keys.device
         self.is_initialized = True
         self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
@@ -94,15 +90,21 @@ def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     return ids, mask
 
 
-def _chunks(lengths: list[int], max_rows: int, max_tokens: int, order: list | None = None) -> list[list[int]]:
-    """Indices in chunks whose padded size (rows x longest) stays in budget; taken longest first,
-    or by ``order`` (a sort key per index, largest first)."""
+def _chunks(lengths: list[int], max_rows: int, max_tokens: int, order: list[int] | None = None,
+            max_order_tokens: int | None = None) -> list[list[int]]:
+    """Indices in chunks whose padded size (rows x longest) stays within ``max_tokens``; taken
+    longest first, or by ``order`` (a length per index, largest first), whose padded size then
+    stays within ``max_order_tokens`` too."""
     chunks: list[list[int]] = []
     key = order or lengths
+
+    def fits(rows: list[int], values: list[int], budget: int | None) -> bool:
+        return budget is None or len(rows) * max(max(values[j] for j in rows), 1) <= budget
+
     for i in sorted(range(len(lengths)), key=lambda i: key[i], reverse=True):
         last = chunks[-1] if chunks else None
-        if last and len(last) < max_rows and (len(last) + 1) * max(max(lengths[j] for j in last), lengths[i], 1) \
-                <= max_tokens:
+        if last and len(last) < max_rows and fits(last + [i], lengths, max_tokens) and \
+                (order is None or fits(last + [i], order, max_order_tokens)):
             last.append(i)
         else:
             chunks.append([i])
@@ -170,22 +172,25 @@ def batch_cache(prefixes: list[list[tuple]], suffix_mask: torch.Tensor, room: in
     width = max(p[0][0].shape[1] for p in prefixes)
     device = prefixes[0][0][0].device
     prefix_mask = torch.zeros(len(prefixes), width, dtype=torch.long)
+    for b, prefix in enumerate(prefixes):
+        prefix_mask[b, width - prefix[0][0].shape[1]:] = 1
+    cache = DynamicCache()
     layers = []
     for layer in range(len(prefixes[0])):
         k0 = prefixes[0][layer][0]
-        keys = k0.new_zeros(len(prefixes), k0.shape[0], width, k0.shape[2])
-        values = torch.zeros_like(keys)
+        shape = (len(prefixes), k0.shape[0], width + (room or 0), k0.shape[2])
+        keys, values = k0.new_empty(shape), k0.new_empty(shape)  # written once, row by row
         for b, prefix in enumerate(prefixes):
             k, v = prefix[layer]
-            keys[b, :, width - k.shape[1]:], values[b, :, width - k.shape[1]:] = k, v
-            prefix_mask[b, width - k.shape[1]:] = 1
-        layers.append((keys, values))
-    cache = DynamicCache()
-    if room is None:
-        for layer, (keys, values) in enumerate(layers):
+            pad = width - k.shape[1]
+            keys[b, :, pad:width], values[b, :, pad:width] = k, v
+            keys[b, :, :pad], values[b, :, :pad] = 0, 0  # masked, but must be finite (0 x NaN is NaN)
+        if room is None:  # a plain cache, through which gradients flow
             cache.update(keys, values, layer)
-    else:
-        cache.layers = [_BufferLayer(keys, values, width + room) for keys, values in layers]
+        else:
+            layers.append(_BufferLayer(keys, values, width))
+    if room is not None:
+        cache.layers = layers
     lengths = prefix_mask.sum(-1)
     positions = (lengths[:, None] + suffix_mask.cumsum(-1) - 1).clamp(min=0)
     return cache, torch.cat([prefix_mask, suffix_mask], 1).to(device), positions.to(device)
@@ -209,6 +214,7 @@ def greedy(model, rows: list[list[int]], max_new_tokens: int, end_ids: list[int]
 
 
 WAVE_TOKENS = 65536  # prefix tokens whose keys and values are held at once
+SUFFIX_TOKENS = 2048  # padded suffix tokens read in one batch (rows x the longest suffix)
 
 
 def _decode_wave(model, rows, groups, max_new_tokens, end_ids, pad, max_rows, max_tokens) -> dict[int, list[int]]:
@@ -222,8 +228,9 @@ def _decode_wave(model, rows, groups, max_new_tokens, end_ids, pad, max_rows, ma
     members = sorted(group_of)
     outputs: dict[int, list[int]] = {}
     # batches of like suffix length: padding a suffix costs a token's compute, padding a prefix only memory
-    suffix_first = [(len(rows[i]) - prefix_len[i], len(rows[i])) for i in members]
-    for chunk in _chunks([len(rows[i]) + max_new_tokens for i in members], max_rows, max_tokens, suffix_first):
+    suffixes = [len(rows[i]) - prefix_len[i] for i in members]
+    for chunk in _chunks([len(rows[i]) + max_new_tokens for i in members], max_rows, max_tokens, suffixes,
+                         SUFFIX_TOKENS):
         batch = [members[j] for j in chunk]
         suffix_ids, suffix_mask = _left_pad([rows[i][prefix_len[i]:] for i in batch], pad)
         cache, mask, positions = batch_cache([cached[group_of[i]] for i in batch], suffix_mask,
