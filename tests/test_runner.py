@@ -116,3 +116,13 @@ def test_every_notebook_and_profile_resolves(tmp_path):
         assert not any(c.get("outputs") for c in source.cells if c.cell_type == "code"), f"{nb.name} has outputs"
         for profile in ("smoke", "cpu", "paper"):
             resolve_parameters(nb, profile, tmp_path, {}, ROOT / "notebooks" / "profiles")
+
+
+def test_executed_copies_keep_no_progress_bars_or_warnings(tmp_path):
+    notebooks, results, args = _demo(tmp_path, body="import sys, warnings\n"
+                                     "sys.stderr.write('generate:  50%|#####     | 1/2 [00:01<00:01]\\r')\n"
+                                     "warnings.warn('a library warning')\nprint('the table')")
+    assert main(args) == 0
+    executed = nbformat.read(results / "09_demo" / "09_demo.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert [o.get("text") for o in outputs] == ["the table\n"]

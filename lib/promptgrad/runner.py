@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -99,6 +100,29 @@ def _failure(err: BaseException) -> str:
     return f"{name}: {value[0][:200] if value else ''}"
 
 
+# A batch run shows no progress bars (they would fill the executed copy); JupyterLab still does.
+QUIET = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+         "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+def clean_executed(path: Path) -> int:
+    """Drop what the kernel wrote to stderr (progress bars, library warnings, log lines) from an
+    executed notebook, so the committed copy reads as a document; returns how many outputs went.
+    Errors are not stderr streams and stay."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            kept = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream"
+                                                                and o.get("name") == "stderr")]
+            dropped += len(cell.get("outputs", [])) - len(kept)
+            cell["outputs"] = kept
+    nbformat.write(nb, path)
+    return dropped
+
+
 def run_one(path: Path, params: dict, results: Path, profile: str) -> str | None:
     """Execute one notebook; its results replace ``results/<stem>`` only when it finished.
     Returns None, or why it failed."""
@@ -112,9 +136,11 @@ def run_one(path: Path, params: dict, results: Path, profile: str) -> str | None
         params = {**params, "RESULTS_DIR": str(work)}
     work.mkdir(parents=True, exist_ok=True)
     print(f"[{profile}] {path.name} -> {own_dir if not staged else work}", flush=True)
+    os.environ.update(QUIET)  # the kernel inherits it
     try:
         papermill.execute_notebook(str(path), str(work / path.name), parameters=params, cwd=str(path.parent),
                                    kernel_name="python3", progress_bar=sys.stderr.isatty())
+        clean_executed(work / path.name)
     except Exception as err:  # papermill's execution errors, a dead kernel...
         if not staged:
             failed = results / ".failed" / path.stem
