@@ -25,8 +25,8 @@ QUESTIONS = ["Name three fruits.", "What is the capital of France?", "Give me a 
 
 
 def bench_generate(model: str, n_prompts: int, max_tokens: int, batch_size: int) -> dict:
-    """Tokens/s generating the same prompts with transformers one at a time, transformers
-    batched and llama.cpp in process one at a time (greedy, no cache, the same thread count).
+    """Tokens/s generating the same prompts with transformers' ``generate`` one at a time,
+    batched, and llama.cpp in process one at a time (greedy, no cache, the same thread count).
     Every completion runs to max_tokens on all three; ``completion_tokens`` shows the counts
     the rates are computed from."""
     import torch
@@ -38,8 +38,10 @@ def bench_generate(model: str, n_prompts: int, max_tokens: int, batch_size: int)
     system = "You are a helpful assistant."
     threads = torch.get_num_threads()
     engines = {
-        "transformers_one_at_a_time": lambda: TransformersEngine(model, batch_size=1, system_prompt=system),
-        "transformers_batched": lambda: TransformersEngine(model, batch_size=batch_size, system_prompt=system),
+        "transformers_one_at_a_time": lambda: TransformersEngine(model, batch_size=1, system_prompt=system,
+                                                                 decoder="reference"),
+        "transformers_batched": lambda: TransformersEngine(model, batch_size=batch_size, system_prompt=system,
+                                                           decoder="reference"),
         "llamacpp_one_at_a_time": lambda: LlamaCppEngine(model, system_prompt=system, n_threads=threads),
     }
     tokens, rates = {}, {}
@@ -64,12 +66,12 @@ def _full_length(engine, max_tokens: int):
     """End of sequence suppressed, so every completion is ``max_tokens`` long (the
     transformers model is shared within the process: its setting is restored after)."""
     if isinstance(engine, TransformersEngine):
-        config = engine.hf_model.generation_config
-        config.min_new_tokens = max_tokens
+        stated = engine.decoding
+        engine.decoding = lambda temperature=0.0: {**stated(temperature), "min_new_tokens": max_tokens}
         try:
             yield
         finally:
-            config.min_new_tokens = None
+            del engine.decoding
     else:  # llama.cpp: no min_tokens option, so the end-of-sequence token gets a -inf logit bias
         engine.llm.create_chat_completion = functools.partial(
             engine.llm.create_chat_completion, logit_bias={engine.llm.token_eos(): float("-inf")})
