@@ -161,3 +161,17 @@ def test_text_and_untrained_soft_prompt_decode_alike_whatever_the_generation_con
                                          pad_token_id=engine.tokenizer.pad_token_id)
     inherited = engine.tokenizer.batch_decode(inherited[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert [o.strip() for o in inherited] != [r["output"] for r in as_text.records]
+
+
+def test_memory_is_estimated_from_the_config_before_loading(tmp_path):
+    from tiny_models import tiny_model
+
+    from promptgrad.models import memory_estimate
+
+    folder = tiny_model(tmp_path / "tiny-llama", "llama")
+    estimate = memory_estimate(str(folder), "bfloat16")
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    assert estimate["parameters"] == sum(p.numel() for p in loaded.parameters())
+    assert estimate["gib"] == estimate["parameters"] * 2 / 2**30

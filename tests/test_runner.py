@@ -126,3 +126,8 @@ def test_executed_copies_keep_no_progress_bars_or_warnings(tmp_path):
     executed = nbformat.read(results / "09_demo" / "09_demo.ipynb", as_version=4)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
     assert [o.get("text") for o in outputs] == ["the table\n"]
+
+
+def test_the_check_states_the_weights_memory_of_a_local_model(data_dir, capsys):
+    assert main(["--profile", "cpu", "--check", "--only", "00"]) == 0
+    assert "0.13B parameters: 0.3 GiB of weights in bf16 (cuda), 0.5 GiB in fp32 (cpu)" in capsys.readouterr().out

@@ -76,8 +76,22 @@ def check_model(spec, name: str) -> tuple[list[str], list[str]]:
         check_model_name(model or EMBEDDED_MODEL)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         return [f"{name}: {err}"], []
-    local = (model or EMBEDDED_MODEL) == EMBEDDED_MODEL or os.path.exists(os.path.expanduser(model))
-    return [], [] if local else [f"{name}: '{model}' loads from the Hugging Face hub"]
+    model = model or EMBEDDED_MODEL
+    local = model == EMBEDDED_MODEL or os.path.exists(os.path.expanduser(model))
+    notes = [] if local else [f"{name}: '{model}' loads from the Hugging Face hub"]
+    return [], notes + [f"{name}: {weights_note(model)}"]
+
+
+def weights_note(model: str) -> str:
+    """The weights' memory, from the model's config (``models.memory_estimate``), before it loads."""
+    from .models import memory_estimate
+
+    try:
+        bf16, fp32 = (memory_estimate(model, dtype) for dtype in ("bfloat16", "float32"))
+    except Exception as err:  # offline and not in the hub cache, a gated model...
+        return f"weights' size unknown here ({type(err).__name__})"
+    return (f"{bf16['parameters'] / 1e9:.2f}B parameters: {bf16['gib']:.1f} GiB of weights in bf16 (cuda), "
+            f"{fp32['gib']:.1f} GiB in fp32 (cpu)")
 
 
 def check_notebook(notebook: str, params: dict) -> Report:

@@ -87,6 +87,18 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if str(device).startswith("cuda") else "float32"
 
 
+def memory_estimate(name: str, dtype: str) -> dict:
+    """What a model's weights take in memory, from its config alone (built on the ``meta``
+    device, nothing loaded): parameters and GiB in ``dtype``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(local_model_path(name))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    params = sum(p.numel() for p in model.parameters())
+    return {"parameters": params, "gib": params * torch.finfo(getattr(torch, dtype)).bits / 8 / 2**30}
+
+
 @functools.cache
 def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str | None = None):
     """Load (model, tokenizer) once per process; frozen, in eval mode. ``free_models`` forgets them.
