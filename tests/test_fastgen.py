@@ -51,11 +51,33 @@ def test_usage_and_cache_are_the_same_on_the_fast_path(engines, data_dir, tmp_pa
     assert spent["fast"].completion_tokens == spent["reference"].completion_tokens
 
 
-def test_sampling_soft_prompts_and_choose_keep_the_reference_path(engines, data_dir):
+def test_sampling_soft_prompts_and_choose_keep_the_reference_path(engines, data_dir, monkeypatch):
+    from promptgrad import fastgen
+    from promptgrad.embedgrad import SoftPrompt
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fast decoder was used")
+
     fast = engines["fast"]
+    monkeypatch.setattr(fastgen, "greedy", refuse)
     conversation = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+    soft = SoftPrompt("Answer briefly.", fast.tokenizer, fast.hf_model)
+    slot = [{"role": "user", "content": f"Is the sky blue?\n{soft.slot_text()}"}]
+    assert fast.chat([slot], max_tokens=4, soft_prompt=soft)  # soft prompts: the reference path
+    assert fast.chat([conversation], max_tokens=4, temperature=0.7, n=2)  # sampling too
     assert fast.choose([conversation], ["yes", "no"]) == engines["reference"].choose([conversation], ["yes", "no"])
-    assert not fast._fast(1, 0.7, None) and not fast._fast(2, 0.0, None) and fast._fast(1, 0.0, None)
+    with pytest.raises(AssertionError, match="fast decoder was used"):
+        fast.chat([conversation], max_tokens=4)  # greedy text: the fast path
+
+
+def test_small_limits_split_waves_and_batches_and_keep_the_answers(engines, data_dir):
+    """Many waves of prefixes, many decoding batches, rows dropped as they finish: still the
+    reference's answers."""
+    conversations = _conversations()[0][:12]
+    reference = engines["reference"].chat(conversations, max_tokens=24)
+    small = TransformersEngine(batch_size=8, system_prompt=SYSTEM, fast_limits={"max_rows": 3, "max_tokens": 400,
+                                                                               "wave_tokens": 100})
+    assert small.chat(conversations, max_tokens=24) == reference
 
 
 def test_rows_that_share_most_of_their_tokens_are_grouped():

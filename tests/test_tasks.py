@@ -130,6 +130,13 @@ def test_none_sizes_take_all_that_is_left(data_dir):
     assert make_splits("bbh/causal_judgement", None, 20, 100).sizes() == {"train": 67, "dev": 20, "test": 100}
 
 
+def test_sizes_resolved_from_the_others_never_go_below_zero(data_dir):
+    with pytest.raises(ValueError, match="ask for more than its 187 examples"):
+        make_splits("bbh/causal_judgement", None, 100, 100)  # test rows would leak into dev
+    with pytest.raises(ValueError, match="ask for more than"):
+        make_splits("mmlu/anatomy", None, 20, 10)
+
+
 def test_per_task_settings_fall_back_by_answer_kind_then_star():
     from promptgrad.tasks import for_tasks, per_task, task_splits
 

@@ -106,7 +106,7 @@ class Engine:
         params = dict(engine=self.kind, model=self.model, temperature=temperature, max_tokens=max_tokens,
                       seed=seed if temperature > 0 else None,
                       soft_prompt=soft_prompt.fingerprint() if soft_prompt is not None else None,
-                      **self.cache_params(temperature, soft_prompt) if n == 1 else {})
+                      **self.cache_params(n, temperature, soft_prompt))
         keys = [[cache_key(messages=conv, sample=i, **params) for i in range(n)] for conv in conversations]
         return self._through_cache(conversations, keys, lambda todo: self._generate(
             todo, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, soft_prompt=soft_prompt, desc=desc))
@@ -126,7 +126,7 @@ class Engine:
             todo, list(options), desc=desc)])
         return [row[0] or None for row in found]
 
-    def cache_params(self, temperature: float, soft_prompt) -> dict:
+    def cache_params(self, n: int, temperature: float, soft_prompt) -> dict:
         """What else tells this engine's answers apart in the response cache."""
         return {}
 
@@ -168,7 +168,8 @@ class TransformersEngine(Engine):
 
     def __init__(self, model: str = EMBEDDED_MODEL, cache: ResponseCache | None = None,
                  batch_size: int = 32, device: str | None = None, system_prompt: str | None = None,
-                 max_batch_tokens: int | None = 8192, dtype: str | None = None, decoder: str = "fast"):
+                 max_batch_tokens: int | None = 8192, dtype: str | None = None, decoder: str = "fast",
+                 fast_limits: dict | None = None):
         if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
             raise ValueError(f"batch_size and max_batch_tokens must be at least 1, got {batch_size}, "
                              f"{max_batch_tokens}.")
@@ -176,6 +177,7 @@ class TransformersEngine(Engine):
             raise ValueError(f"Unknown decoder '{decoder}'; expected one of {DECODERS}.")
         super().__init__(model, cache, system_prompt)
         self.decoder = decoder
+        self.fast_limits = fast_limits or {}  # fastgen.greedy's max_rows, max_tokens, wave_tokens
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.hf_model, self.tokenizer = load_model(model, device, dtype)
@@ -185,10 +187,10 @@ class TransformersEngine(Engine):
         """The chat template applied, ready for the assistant's turn."""
         return self.tokenizer.apply_chat_template(self.prepare(conversation), tokenize=False, add_generation_prompt=True)
 
-    def cache_params(self, temperature: float, soft_prompt) -> dict:
+    def cache_params(self, n: int, temperature: float, soft_prompt) -> dict:
         """The fast decoder's answers get keys of their own (they may differ from the reference's
         in a near-tied token); the reference keeps the keys it always had."""
-        return {"decoder": "fast"} if self._fast(1, temperature, soft_prompt) else {}
+        return {"decoder": "fast"} if self._fast(n, temperature, soft_prompt) else {}
 
     def _fast(self, n: int, temperature: float, soft_prompt) -> bool:
         return self.decoder == "fast" and n == 1 and temperature == 0 and soft_prompt is None
@@ -223,7 +225,8 @@ class TransformersEngine(Engine):
         from .fastgen import greedy
 
         rows = self.tokenizer([self.render(c) for c in conversations], add_special_tokens=False).input_ids
-        new = greedy(self.hf_model, rows, max_tokens, self.end_token_ids, self.tokenizer.pad_token_id)
+        new = greedy(self.hf_model, rows, max_tokens, self.end_token_ids, self.tokenizer.pad_token_id,
+                     **self.fast_limits)
         self.usage.prompt_tokens += sum(map(len, rows))
         self.usage.completion_tokens += sum(map(len, new))
         return [[text.strip()] for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

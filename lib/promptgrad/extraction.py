@@ -79,8 +79,7 @@ def extract_choice(text: str, options: dict[str, str] | None = None) -> str | No
     if mentioned:
         return mentioned.pop() if len(mentioned) == 1 else None
     if options:
-        said = re.findall(_MARKER + r"(.+)", text, flags=re.IGNORECASE)
-        said = normalize_text(said[-1] if said else text)
+        said = normalize_text(_after_marker(text) or text)
         hits = [letter for letter, option in options.items() if normalize_text(option) == said]
         return hits[0] if len(hits) == 1 else None
     return None
@@ -89,9 +88,7 @@ def extract_choice(text: str, options: dict[str, str] | None = None) -> str | No
 def extract_brackets(text: str) -> str | None:
     """A bracket sequence (BBH dyck_languages): after a marker, else the first line; only the
     brackets are kept, space separated ('] }' and 'the answer is ]}' both give '] }')."""
-    explicit = re.findall(_MARKER + r"(.+)", text, flags=re.IGNORECASE)
-    candidate = explicit[-1] if explicit else next((line for line in text.splitlines() if line.strip()), "")
-    return " ".join(re.findall(r"[()\[\]{}<>]", candidate)) or None
+    return " ".join(re.findall(r"[()\[\]{}<>]", _after_marker(text) or _first_line(text))) or None
 
 
 def extract_label(text: str, labels: tuple[str, ...]) -> str | None:
@@ -112,6 +109,16 @@ def extract_label(text: str, labels: tuple[str, ...]) -> str | None:
     return None
 
 
+def _after_marker(text: str) -> str | None:
+    """What follows the last "the answer is" / "Answer:" marker on its line, if any."""
+    found = re.findall(_MARKER + r"(.+)", text, flags=re.IGNORECASE)
+    return found[-1] if found else None
+
+
+def _first_line(text: str) -> str:
+    return next((line for line in text.splitlines() if line.strip()), "")
+
+
 def normalize_text(text: str) -> str:
     """SQuAD-style: lower case, no punctuation, no articles, single spaces."""
     text = text.lower()
@@ -122,10 +129,7 @@ def normalize_text(text: str) -> str:
 
 def extract_text(text: str) -> str | None:
     """A short free-form answer: after an explicit marker, else the first line."""
-    explicit = re.findall(_MARKER + r"(.+)", text, flags=re.IGNORECASE)
-    candidate = explicit[-1] if explicit else next((line for line in text.splitlines() if line.strip()), "")
-    candidate = normalize_text(candidate)
-    return candidate or None
+    return normalize_text(_after_marker(text) or _first_line(text)) or None
 
 
 def extract_answer(text: str, kind: str, options: dict[str, str] | None = None) -> str | None:

@@ -198,22 +198,24 @@ def batch_cache(prefixes: list[list[tuple]], suffix_mask: torch.Tensor, room: in
 
 @torch.no_grad()
 def greedy(model, rows: list[list[int]], max_new_tokens: int, end_ids: list[int], pad: int,
-           max_rows: int = 96, max_tokens: int = 24576, min_fraction: float = MIN_SHARED_FRACTION) -> list[list[int]]:
+           max_rows: int = 96, max_tokens: int = 24576, min_fraction: float = MIN_SHARED_FRACTION,
+           wave_tokens: int = 65536) -> list[list[int]]:
     """Greedy continuations of token rows: each row's new tokens up to and including its first
-    end token (or ``max_new_tokens`` of them)."""
+    end token (or ``max_new_tokens`` of them). Memory: at most ``wave_tokens`` prefix tokens'
+    keys/values are held at once, and a decoding batch holds about ``max_tokens`` tokens' worth
+    (46 KB a token for the embedded model; lower both for a large model)."""
     outputs: list[list[int]] = [[] for _ in rows]
     wave: list[tuple[int, list[int]]] = []
     groups = prefix_groups(rows, min_fraction)
     for g, group in enumerate(groups):  # waves of groups, so the cached prefixes stay within memory
         wave.append(group)
-        if g == len(groups) - 1 or sum(length for length, _ in wave) > WAVE_TOKENS:
+        if g == len(groups) - 1 or sum(length for length, _ in wave) > wave_tokens:
             for i, out in _decode_wave(model, rows, wave, max_new_tokens, end_ids, pad, max_rows, max_tokens).items():
                 outputs[i] = out
             wave = []
     return outputs
 
 
-WAVE_TOKENS = 65536  # prefix tokens whose keys and values are held at once
 SUFFIX_TOKENS = 2048  # padded suffix tokens read in one batch (rows x the longest suffix)
 
 

@@ -99,18 +99,21 @@ def memory_estimate(name: str, dtype: str) -> dict:
     return {"parameters": params, "gib": params * torch.finfo(getattr(torch, dtype)).bits / 8 / 2**30}
 
 
-@functools.cache
 def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str | None = None):
-    """Load (model, tokenizer) once per process; frozen, in eval mode. ``free_models`` forgets them.
+    """Load (model, tokenizer) once per process; frozen, in eval mode.
 
     ``name`` is ``EMBEDDED_MODEL``, a hub id (needs internet or a hub cache) or a local folder;
     ``dtype`` None: ``default_dtype`` of the device.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     check_model_name(name)
     device = device or default_device()
-    dtype = dtype or default_dtype(device)
+    return _load_model(name, device, dtype or default_dtype(device))
+
+
+@functools.cache
+def _load_model(name: str, device: str, dtype: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     source = local_model_path(name)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype)).to(device)
@@ -121,13 +124,3 @@ def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str
     tokenizer.padding_side = "left"
     return model, tokenizer
 
-
-def free_models() -> None:
-    """Forget the loaded models (a scale study loads one size after another): what no engine
-    holds any more is freed, GPU memory included."""
-    import gc
-
-    load_model.cache_clear()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -129,26 +129,30 @@ def run_one(path: Path, params: dict, results: Path, profile: str) -> str | None
     import papermill
 
     own_dir = results / path.stem
-    staged = Path(params["RESULTS_DIR"]).resolve() != own_dir
-    work = Path(params["RESULTS_DIR"]).resolve() if staged else results / ".running" / path.stem
-    if not staged:
+    user_dir = Path(params["RESULTS_DIR"]).resolve() != own_dir  # a RESULTS_DIR given with -p: written directly
+    work = Path(params["RESULTS_DIR"]).resolve() if user_dir else results / ".running" / path.stem
+    if not user_dir:
         shutil.rmtree(work, ignore_errors=True)
         params = {**params, "RESULTS_DIR": str(work)}
     work.mkdir(parents=True, exist_ok=True)
-    print(f"[{profile}] {path.name} -> {own_dir if not staged else work}", flush=True)
+    print(f"[{profile}] {path.name} -> {work if user_dir else own_dir}", flush=True)
+    saved = {k: os.environ.get(k) for k in QUIET}
     os.environ.update(QUIET)  # the kernel inherits it
     try:
         papermill.execute_notebook(str(path), str(work / path.name), parameters=params, cwd=str(path.parent),
                                    kernel_name="python3", progress_bar=sys.stderr.isatty())
-        clean_executed(work / path.name)
     except Exception as err:  # papermill's execution errors, a dead kernel...
-        if not staged:
+        if not user_dir:
             failed = results / ".failed" / path.stem
             shutil.rmtree(failed, ignore_errors=True)
             failed.parent.mkdir(parents=True, exist_ok=True)
             work.rename(failed)
         return _failure(err)
-    if not staged:
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    clean_executed(work / path.name)
+    if not user_dir:
         if own_dir.is_dir():
             shutil.rmtree(own_dir)  # an earlier run's records and tables must not pass for this one's
         work.rename(own_dir)
@@ -219,7 +223,7 @@ def _point_reuse(path: Path, params: dict, results: Path, overrides: dict) -> di
     """A notebook's ``REUSE_FROM`` folders, by name, in this run's results folder."""
     if "REUSE_FROM" in overrides or "REUSE_FROM" not in notebook_parameters(path):
         return params
-    folders = params.get("REUSE_FROM", declared_defaults(path)["REUSE_FROM"])
+    folders = params["REUSE_FROM"] if "REUSE_FROM" in params else declared_defaults(path)["REUSE_FROM"]
     return {**params, "REUSE_FROM": [str(results / Path(d).name) for d in folders]}
 
 

@@ -414,6 +414,12 @@ def make_splits(task: Task | str, n_train: int | None, n_dev: int | None, n_test
                              f"examples); ask for at most {available}.")
         return pool[start:start + n]
 
+    def resolved(*sizes: int) -> None:  # a None size resolved from the others must not go below 0
+        if min(sizes) < 0:
+            raise ValueError(f"n_train, n_dev and n_test of '{task.name}' ask for more than its {total} examples.")
+
+    total = sum(map(len, pools.values()))
+
     def shuffled(pool: list[Example], salt: str) -> list[Example]:
         pool = list(pool)
         random.Random(f"{seed}-{task.name}-{salt}").shuffle(pool)
@@ -427,6 +433,7 @@ def make_splits(task: Task | str, n_train: int | None, n_dev: int | None, n_test
         if n_train is None or n_dev is None:
             n_train = len(rest) - (n_dev or 0) if n_train is None else n_train
             n_dev = max(0, len(rest) - n_train) if n_dev is None else n_dev
+            resolved(n_train, n_dev)
         short = max(0, n_train + n_dev - len(rest))
         if short:
             rest = rest + test_pool[len(test_pool) - short:][::-1]
@@ -439,6 +446,7 @@ def make_splits(task: Task | str, n_train: int | None, n_dev: int | None, n_test
             raise ValueError(f"'{task.name}' has one pool: give n_test when n_train or n_dev is None.")
         n_train = len(pool) - n_test - (n_dev or 0) if n_train is None else n_train
         n_dev = len(pool) - n_test - n_train if n_dev is None else n_dev
+        resolved(n_train, n_dev)
     n_test_ = len(pool) - n_train - n_dev if n_test is None else n_test
     test = take(pool, n_test_, "n_test")
     return Splits(take(pool, n_train, "n_train", len(test)), take(pool, n_dev, "n_dev", len(test) + n_train), test)
