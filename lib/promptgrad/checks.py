@@ -87,23 +87,21 @@ def weights_note(model: str) -> str:
     from .models import memory_estimate
 
     try:
-        bf16, fp32 = (memory_estimate(model, dtype) for dtype in ("bfloat16", "float32"))
+        bf16 = memory_estimate(model, "bfloat16")
     except Exception as err:  # offline and not in the hub cache, a gated model...
         return f"weights' size unknown here ({type(err).__name__})"
     return (f"{bf16['parameters'] / 1e9:.2f}B parameters: {bf16['gib']:.1f} GiB of weights in bf16 (cuda), "
-            f"{fp32['gib']:.1f} GiB in fp32 (cpu)")
+            f"{2 * bf16['gib']:.1f} GiB in fp32 (cpu)")
 
 
 def check_notebook(notebook: str, params: dict) -> Report:
     report = Report(notebook)
     names = list(params.get("TASKS") or [])
-    for extra in ("SCALE_TASK",):
-        if params.get(extra) and params[extra] not in names:
-            report.problems.append(f"{extra}='{params[extra]}' is not in TASKS {names}: add it to TASKS.")
-    for subset in ("HYBRID_TASKS",):
-        missing = [n for n in params.get(subset) or [] if n not in names]
-        if missing:
-            report.problems.append(f"{subset} names {missing}, which are not in TASKS: add them to TASKS.")
+    if params.get("SCALE_TASK") and params["SCALE_TASK"] not in names:
+        report.problems.append(f"SCALE_TASK='{params['SCALE_TASK']}' is not in TASKS {names}: add it to TASKS.")
+    missing = [n for n in params.get("HYBRID_TASKS") or [] if n not in names]
+    if missing:
+        report.problems.append(f"HYBRID_TASKS names {missing}, which are not in TASKS: add them to TASKS.")
     sizes = size_parameters(params)
     seed = params.get("SEED", 0)
     for name in names:
