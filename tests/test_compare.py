@@ -1,64 +1,89 @@
-"""Notebook 04's reuse rule: a row from another notebook is taken only when it matches; and
-the text methods it accepts."""
+"""Notebook 04's reuse rule: a row from another notebook is taken only when it matches, decided
+from that notebook's metrics.json alone."""
 
 import json
 
-import nbformat
 import pytest
 
-from promptgrad.compare import Source, check_text_methods, executed_parameters
+from promptgrad import methods
+from promptgrad.compare import Source, find_reusable
 from promptgrad.evaluation import Evaluation, summarize
-from promptgrad.results import Results
+from promptgrad.results import Results, notebook_parameters
+from promptgrad.tasks import Example, Splits
+
+SETTINGS = {"steps": 4, "lr": [0.01]}
+HERE = {"MODEL": "m", "MAX_TOKENS": {"gsm8k": 8}}
 
 
-def _source(tmp_path, forced=False):
+def _source(tmp_path, forced=False, parameters=None):
     directory = tmp_path / "01_embedgrad"
-    results = Results(directory, "cpu", "m", 0)
+    params = notebook_parameters({"MODEL": "m", "MAX_TOKENS": {"gsm8k": 8}, "STEPS": {"sst2": 4}, "lower": 1,
+                                  "OBJECT": object()}) if parameters is None else parameters
+    results = Results(directory, "cpu", "m", 0, params)
     records = [{"id": f"t-{i}", "parsed": "a", "gold": "a", "correct": i % 2 == 0, **({"forced_output": "a"} if forced
                                                                                     else {})} for i in range(6)]
-    results.add("sst2", "EmbedGrad", Evaluation(records, summarize(records)), "p", lr=0.01, steps=4)
+    evaluation = Evaluation(records, summarize(records))
+    results.add("sst2", "EmbedGrad", evaluation, "soft prompt", lr=0.01, steps=4, settings=SETTINGS)
+    results.add("sst2", "text prompt", evaluation, "please reason step by step")
     results.write({})
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell('MODEL = "m"\nSTEPS = {"sst2": 4}\nPROFILE = "cpu"'),
-                nbformat.v4.new_code_cell('PROFILE = "smoke"')]
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.cells[1].metadata["tags"] = ["injected-parameters"]
-    nbformat.write(nb, directory / "01_embedgrad.ipynb")
     return Source(directory)
 
 
-def test_executed_parameters_apply_the_injected_cell_last(tmp_path):
-    _source(tmp_path)
-    params = executed_parameters(tmp_path / "01_embedgrad" / "01_embedgrad.ipynb")
-    assert params == {"MODEL": "m", "STEPS": {"sst2": 4}, "PROFILE": "smoke"}
+def test_parameters_are_the_upper_case_literals_and_metrics_json_keeps_them(tmp_path):
+    source = _source(tmp_path)
+    assert source.params == {"MODEL": "m", "MAX_TOKENS": {"gsm8k": 8}, "STEPS": {"sst2": 4}}
+    assert json.loads((source.dir / "metrics.json").read_text())["parameters"] == source.params
 
 
 def test_matching_row_is_rescored_on_exactly_the_examples_asked_for(tmp_path):
-    evaluation, row = _source(tmp_path).reuse("sst2", "EmbedGrad", ["t-0", "t-2", "t-1"], {"MODEL": "m", "STEPS": 4})
+    evaluation, row = _source(tmp_path).reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0", "t-2", "t-1"], HERE)
     assert [r["id"] for r in evaluation.records] == ["t-0", "t-2", "t-1"]
     assert evaluation.summary["correct"] == 2 and evaluation.summary["n"] == 3
     assert row["lr"] == 0.01
 
 
+def test_a_text_baseline_is_found_by_its_prompt_whatever_its_method_name(tmp_path):
+    evaluation, row = _source(tmp_path).reuse("sst2", "please reason", "please reason step by step", None, ["t-0"],
+                                              HERE)
+    assert row["method"] == "text prompt" and evaluation.summary["n"] == 1
+
+
 def test_any_difference_refuses_the_row_and_says_why(tmp_path):
     source = _source(tmp_path)
-    assert source.reuse("sst2", "EmbedGrad", ["t-0"], {"STEPS": 8}) == (None, "differs: STEPS=4 (here 8)")
-    assert source.reuse("sst2", "EmbedGrad", ["t-0", "t-9"], {})[1].startswith("1 of the 2 test examples")
-    assert source.reuse("sst2", "EmbedGrad", ["t-0"], {}, protocol="forced")[1] == "protocol is not 'forced'"
-    assert source.reuse("sst2", "GPO", ["t-0"], {})[1] == "no 'GPO' row for sst2"
-    assert json.loads((tmp_path / "01_embedgrad" / "metrics.json").read_text())["rows"][0]["n"] == 6
+    assert source.reuse("sst2", "EmbedGrad", None, {"steps": 8, "lr": [0.01]}, ["t-0"], HERE) == \
+        (None, "trained with other settings")
+    assert source.reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], {"MODEL": "other"}) == \
+        (None, "differs: MODEL='m' (here 'other')")
+    assert source.reuse("gsm8k", "EmbedGrad", None, SETTINGS, ["t-0"], HERE)[1] == "no row for 'EmbedGrad' on gsm8k"
+    assert source.reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0", "t-9"], HERE)[1].startswith("1 of the 2 test")
+    assert source.reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], HERE, protocol="forced")[1] == \
+        "protocol is not 'forced'"
+    assert source.reuse("sst2", "x", "another prompt", None, ["t-0"], HERE)[1] == "no row for 'x' on sst2"
 
 
-def test_without_the_executed_notebook_nothing_is_reused(tmp_path):
+def test_a_source_without_parameters_is_never_reused(tmp_path):
+    source = _source(tmp_path, parameters={})
+    metrics = json.loads((source.dir / "metrics.json").read_text())
+    del metrics["parameters"]
+    (source.dir / "metrics.json").write_text(json.dumps(metrics))
+    assert Source(source.dir).reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], HERE)[0] is None
+
+
+def test_find_reusable_says_where_each_row_comes_from(tmp_path):
     source = _source(tmp_path)
-    (source.dir / "01_embedgrad.ipynb").unlink()
-    assert Source(source.dir).reuse("sst2", "EmbedGrad", ["t-0"], {}) == \
-        (None, "no executed notebook to read its parameters from")
+    test = [Example("q", "a", id=f"t-{i}") for i in range(3)]
+    splits = {"sst2": Splits(train=[], dev=[], test=test)}
+    wanted = {("sst2", "EmbedGrad"): (None, SETTINGS), ("sst2", "PEFT prompt tuning"): (None, SETTINGS)}
+    found, decisions = find_reusable([source], splits, wanted, HERE)
+    assert list(found) == [("sst2", "EmbedGrad")]
+    assert [d["from"] for d in decisions] == ["01_embedgrad", "run here"]
+    assert "no row for 'PEFT prompt tuning'" in decisions[1]["why not reused"]
 
 
-def test_text_methods_are_checked_before_anything_runs():
-    check_text_methods(["GPO", "GRAD-SUM"], hybrid=True)
-    with pytest.raises(ValueError, match="Unknown text method"):
-        check_text_methods(["GPO", "APE"])
-    with pytest.raises(ValueError, match="add \"GPO\" to TEXT_METHODS"):
-        check_text_methods(["GRAD-SUM"], hybrid=True)
+def test_methods_are_chosen_by_name_with_a_suggestion():
+    from promptgrad import GPO, GradSum
+
+    chosen = methods.choose([GPO(), GPO(strategy="OPRO"), GradSum()], ["GRAD-SUM", "GPO"])
+    assert list(chosen) == ["GRAD-SUM", "GPO"] and isinstance(chosen["GPO"], GPO)
+    with pytest.raises(ValueError, match="did you mean 'OPRO'"):
+        methods.choose([GPO(), GPO(strategy="OPRO")], ["OPR0"])

@@ -286,15 +286,20 @@ def test_small_run_on_the_embedded_model():
 
 
 def test_exact_judge_scores_without_a_model_and_the_llm_judge_is_measured_apart():
+    from promptgrad import Engines
+    from promptgrad.tasks import Splits
+
     task, examples = make_task()
     engine = Scripted(editor=lambda p, f, n: [f"<prompt>{p} ++++++</prompt>"] * n)
-    engines = gradsum.loop_engines({"generator": engine, "judge": engine}, task, gradsum.EXACT_JUDGE)
-    assert engines["judge"] == gradsum.EXACT_JUDGE
-    result = run(engine, task, examples, judge=engines["judge"])
+    method = gradsum.GradSum(initial_prompt="{question}\nAnswer.", beam=3, children=2, iterations=1, minibatch=4)
+    found = method.optimize(task, Splits(examples[:4], examples[4:10], []), Engines(engine, loop_judge="exact"))
+    result = found.run
     assert engine.seen["judge"] == [] and result.usage["judge"].model_calls == 0
     assert result.agreement == {"agree": 0, "n": 0}  # exact vs exact says nothing
     assert result.beam[0]["score"] > result.history[0]["beam_scores"][0]  # '+' candidates pass more
     assert result.config["engines"]["judge"] == "exact"
+    assert found.prompt == result.best_prompt and found.trajectory[0]["prompt"] == "{question}\nAnswer."
+    assert found.budget.model_calls == result.total_usage().model_calls > 0
     verdicts = gradsum.judge_outputs("exact", task, examples[:2], ["The answer is 1.", "The answer is 7."])
     assert [v.score for v in verdicts] == [1, 0] and "expected '2'" in verdicts[1].reasoning
 
@@ -304,8 +309,7 @@ def test_exact_judge_scores_without_a_model_and_the_llm_judge_is_measured_apart(
     assert row["n"] == 6 and row["judge_unparseable"] == 0
 
     open_task, _ = make_task("open")
-    assert gradsum.loop_engines({"judge": engine}, open_task, "exact")["judge"] is engine
     with pytest.raises(ValueError, match="needs a task with answers"):
         gradsum.judge_outputs("exact", open_task, examples[:1], ["x"])
     with pytest.raises(ValueError, match="loop_judge must be"):
-        gradsum.loop_engines({"judge": engine}, task, "oracle")
+        Engines(engine, loop_judge="oracle")

@@ -60,14 +60,27 @@ def _check_answer_profile(directory, row):
 def test_head_to_head_has_every_method_on_every_task_with_its_budget():
     metrics = json.loads((Path(RESULTS) / "04_head_to_head" / "metrics.json").read_text())
     required = {"no instruction", "step by step", "EmbedGrad", "PEFT prompt tuning", "GPO", "OPRO", "GRAD-SUM",
-                "GRAD-SUM (no summarization)"}
+                "GRAD-SUM (no summarization)", "GEPA"}
     for task in {r["task"] for r in metrics["rows"]}:
         assert required <= {r["method"] for r in metrics["rows"] if r["task"] == task}, task
     for row in metrics["rows"]:
         assert row["source"]
-        if row["method"] in ("GPO", "OPRO", "GRAD-SUM"):
+        if row["method"] in ("GPO", "OPRO", "GRAD-SUM", "GEPA"):
             assert row["model_calls"] > 0 and row["tokens"] > 0 and row["optimize_seconds"] > 0
         if row["method"] in ("EmbedGrad", "PEFT prompt tuning"):
             assert row["train_examples"] > 0 and row["optimize_seconds"] > 0
     assert {d["task"] for d in metrics["reuse"]} == {r["task"] for r in metrics["rows"]}
     assert metrics["paired_differences"]
+
+
+def test_head_to_head_reuses_the_quickstart_rows_from_its_metrics_alone():
+    """Under nbval there is no executed notebook: reuse reads 00's metrics.json (its parameters)."""
+    metrics = json.loads((Path(RESULTS) / "04_head_to_head" / "metrics.json").read_text())
+    reused = [r for r in metrics["rows"] if r["source"] == "00_quickstart"]
+    assert {r["method"] for r in reused} >= {"no instruction", "step by step"}, metrics["reuse"]
+    assert {r["task"] for r in reused} == {r["task"] for r in metrics["rows"]}
+    assert metrics["parameters"]["METHODS"] and "PROFILE" in metrics["parameters"]
+
+
+def test_gepa_saved_its_candidates():
+    assert sorted((Path(RESULTS) / "04_head_to_head").glob("gepa_candidates_*.csv"))

@@ -10,16 +10,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from .cache import ResponseCache  # noqa: E402
 from .engines import Engine, OpenAIEngine, TransformersEngine, Usage, make_engine  # noqa: E402
-from .evaluation import (Evaluation, describe_rows, evaluate_prompt, evaluate_prompts, rank_rows,  # noqa: E402
+from .evaluation import (Evaluation, describe_rows, evaluate_prompt, rank_rows,  # noqa: E402
                          paired_difference, sample_records, wilson_interval)
+from .methods import Engines, Found, record, score_on_test  # noqa: E402
 from .models import EMBEDDED_MODEL, load_model  # noqa: E402
-from .results import Results, read_metrics  # noqa: E402
+from .results import Results, notebook_parameters, read_metrics  # noqa: E402
+from .embedgrad import EmbedGrad  # noqa: E402
+from .gepa_search import GEPA  # noqa: E402
+from .gpo import GPO  # noqa: E402
+from .gradsum import GradSum  # noqa: E402
 from .tasks import Example, Splits, Task, for_tasks, get_task, make_splits, per_task, task_splits  # noqa: E402
 
-__all__ = ["EMBEDDED_MODEL", "Engine", "Evaluation", "Example", "OpenAIEngine", "ResponseCache", "Results",
-           "Splits", "Task", "TransformersEngine", "Usage", "describe_rows", "evaluate_prompt",
-           "evaluate_prompts", "for_tasks", "get_task", "per_task", "task_splits", "rank_rows", "load_model", "make_engine", "make_splits", "paired_difference",
-           "read_metrics", "sample_records", "seed_everything", "wilson_interval"]
+__all__ = ["EMBEDDED_MODEL", "EmbedGrad", "Engine", "Engines", "Evaluation", "Example", "Found", "GEPA", "GPO", "GradSum",
+           "OpenAIEngine", "ResponseCache", "Results", "Splits", "Task", "TransformersEngine", "Usage",
+           "describe_rows", "evaluate_prompt", "for_tasks", "get_task", "load_model",
+           "make_engine", "make_splits", "notebook_parameters", "paired_difference", "per_task", "rank_rows",
+           "read_metrics", "record", "sample_records", "score_on_test", "seed_everything", "task_splits",
+           "wilson_interval"]
 
 
 def seed_everything(seed: int) -> None:

@@ -103,12 +103,12 @@ def compute_limit(model) -> dict:
 
 
 def bench_evaluate(model: str, rows: dict[str, int]) -> dict:
-    """Wall time of notebook 00's evaluation (``evaluate_prompts``: its three prompts on each task,
+    """Wall time of notebook 00's evaluation (``score_prompts``: its three prompts on each task,
     greedy, its answer budgets) with the reference decoder (transformers ``generate``, batched by
     length as the engine does) and the fast one, on the same examples; no response cache. Also
     how many answers are identical, and tokens/s (prompt + completion, as the reference counts
     them) against the compute limit."""
-    from .evaluation import evaluate_prompts
+    from .evaluation import score_prompts
 
     system = "You are a helpful assistant."
     engines = {decoder: TransformersEngine(model, batch_size=32, system_prompt=system, decoder=decoder)
@@ -120,7 +120,7 @@ def bench_evaluate(model: str, rows: dict[str, int]) -> dict:
             task = get_task(name)
             examples = make_splits(task, 0, 0, rows[name], seed=0).test
             start = time.perf_counter()
-            found = evaluate_prompts(engine, task, MIX_PROMPTS, examples, max_tokens=max_tokens)
+            found = score_prompts(engine, task, MIX_PROMPTS, examples, max_tokens=max_tokens)
             seconds[decoder][name] = round(time.perf_counter() - start, 1)
             answers[decoder] += [r["output"] for ev in found.values() for r in ev.records]
         tokens[decoder] = engine.usage.prompt_tokens + engine.usage.completion_tokens

@@ -1,7 +1,15 @@
-"""JSON checkpoints for the text optimizers: written atomically, never used when corrupt."""
+"""Checkpoints, one policy for every method.
+
+A run's checkpoint file is named by a fingerprint of everything that decides the run (task,
+method, settings, models, examples): other settings write another file, so a checkpoint is only
+ever resumed by the run that wrote it. A file that cannot be read, or that holds another
+configuration than its name says, raises :class:`CheckpointError` and is never used. JSON
+checkpoints (the text optimizers) are written atomically; the embedding methods' torch files
+through the same ``checkpoint_path``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -9,6 +17,20 @@ from pathlib import Path
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be trusted: unreadable, truncated, or from another configuration."""
+
+
+def fingerprint(*parts) -> str:
+    """A short hash of JSON-ready parts (unknown objects by their ``str``)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def checkpoint_path(directory: str | Path | None, task: str, method: str, settings, suffix: str = ".json") \
+        -> Path | None:
+    """``directory/<task>__<method>__<fingerprint of settings><suffix>``; None without a directory."""
+    if not directory:
+        return None
+    slug = lambda text: "".join(c if c.isalnum() or c in "-_." else "_" for c in text)  # noqa: E731
+    return Path(directory) / f"{slug(task)}__{slug(method)}__{fingerprint(task, method, settings)}{suffix}"
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:

@@ -6,7 +6,7 @@ each with what to do. What the run will need from outside (the Hugging Face hub,
 is listed as a note, not a problem: the machine that runs the profile may have it.
 
 The notebooks share one vocabulary, which is all this module knows of them: ``TASKS``,
-``N_TRAIN`` (02: ``N_EXEMPLARS``), ``N_DEV`` (03: ``N_VAL``), ``N_TEST``, per-task settings as a
+``N_TRAIN`` (02: ``N_EXEMPLARS``), ``N_DEV``, ``N_TEST``, per-task settings as a
 value or a dict (``tasks.per_task``), and models in parameters named ``*MODEL`` or
 ``SCALE_MODELS``.
 """
@@ -18,7 +18,7 @@ import os
 
 from .tasks import DataNotFoundError, get_task, make_splits, per_task
 
-SIZE_NAMES = {"n_train": ("N_TRAIN", "N_EXEMPLARS"), "n_dev": ("N_DEV", "N_VAL"), "n_test": ("N_TEST",)}
+SIZE_NAMES = {"n_train": ("N_TRAIN", "N_EXEMPLARS"), "n_dev": ("N_DEV",), "n_test": ("N_TEST",)}
 # settings looked up per task wherever the notebook declares them (a dict needs an entry per task)
 PER_TASK = ("STEPS", "BATCH_SIZE", "LOOP_DEV")
 ENGINE_KINDS = ("transformers", "openai", "llamacpp")
@@ -153,18 +153,15 @@ def check_notebook(notebook: str, params: dict) -> Report:
 
 
 def _method_problems(params: dict) -> list[str]:
+    """Method names a notebook cannot run, with a suggestion; the hybrid without its two parts."""
+    from .compare import hybrid_problem
+    from .methods import NAMES, unknown_names
+
     problems = []
-    if "TEXT_METHODS" in params:
-        from .compare import check_text_methods
-
-        try:
-            check_text_methods(params["TEXT_METHODS"], hybrid=bool(params.get("HYBRID_TASKS")))
-        except ValueError as err:
-            problems.append(str(err))
     if "METHODS" in params:
-        from .gpo import STRATEGIES
-
-        unknown = [m for m in params["METHODS"] if m not in STRATEGIES]
+        unknown = unknown_names(params["METHODS"], NAMES)
         if unknown:
-            problems.append(f"Unknown method(s) {unknown}; choose from {list(STRATEGIES)}.")
+            problems.append(f"Unknown method {unknown}; choose from {list(NAMES)}.")
+        hybrid = hybrid_problem(params.get("HYBRID_TASKS"), params["METHODS"])
+        problems += [hybrid] if hybrid else []
     return problems

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .engines import Usage
 from .evaluation import build_conversations
+from .methods import Found, Method
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -518,47 +520,54 @@ def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example
     return Fit(soft, log, best, sweep)
 
 
-# ---------------------------------------------------------------- one task, end to end
-
-
-@dataclasses.dataclass
-class TaskRun:
-    task: str
-    evaluations: dict          # method -> Evaluation on the test split
-    fits: dict                 # method -> Fit
-    prompts: dict              # method -> the prompt evaluated (text or SoftPrompt)
-
+# ---------------------------------------------------------------- the method contract
 
 METHOD_NAMES = {"text": "text prompt", "embedgrad": "EmbedGrad", "peft": "PEFT prompt tuning"}
 
 
-def reproduce(engine, task: Task, splits, init_text: str, config: TrainConfig, learning_rates: list[float],
-              sweep_steps: int, placement: str = "after", methods: tuple[str, ...] = ("embedgrad", "peft"),
-              base_model_path: str | None = None, checkpoint_dir: str | Path | None = None,
-              max_tokens: int | None = None) -> TaskRun:
-    """The text prompt, then each trained method, all scored once on the test split."""
-    from .evaluation import evaluate_prompt
+@dataclasses.dataclass
+class EmbedGrad(Method):
+    """EmbedGrad, or PEFT prompt tuning (``peft=True``: a prefix of virtual tokens through the
+    peft library), under the method contract: :func:`fit` on the task engine (the learning rate
+    on dev when ``learning_rates`` lists several, then training on train). Its budget: training
+    examples (steps x batch) and training wall time."""
 
-    prompts: dict = {"text": init_text}
-    fits = {}
-    for method in methods:
-        fits[method] = fit(method, engine, task, splits.train, splits.dev, config, learning_rates, sweep_steps,
-                           init_text, placement, base_model_path,
-                           Path(checkpoint_dir) / method if checkpoint_dir else None, max_tokens)
-        prompts[method] = fits[method].soft
-    evaluations = {m: evaluate_prompt(engine, task, p, splits.test, placement=placement, max_tokens=max_tokens,
-                                      desc=f"{task.name} / {METHOD_NAMES[m]} (test)")
-                   for m, p in prompts.items()}
-    return TaskRun(task.name, evaluations, fits, prompts)
+    PER_TASK = ("steps", "batch_size", "max_tokens")
 
+    peft: bool = False
+    initial_prompt: str = "please reason step by step"
+    placement: str = "after"
+    steps: int | dict = 100
+    batch_size: int | dict = 16
+    learning_rates: tuple[float, ...] | list[float] = (1e-2,)
+    sweep_steps: int = 8
+    l2_penalty: float = 0.0
+    trust_radius: float | None = None
+    gsm8k_target: str = "rationale"
+    max_tokens: int | dict | None = None   # answer budget of the dev sweep
+    seed: int = 0
 
-def record(results, run: TaskRun) -> None:
-    """Rows for ``results``: accuracy, CI, format failures, learning rate and train time."""
-    for method, evaluation in run.evaluations.items():
-        extra = {}
-        if method in run.fits:
-            f = run.fits[method]
-            extra = {"lr": f.learning_rate, "steps": len(f.log.losses),
-                     "seconds_per_step": round(f.log.seconds_per_step, 3),
-                     "train_seconds": round(f.log.seconds_per_step * len(f.log.losses), 1)}
-        results.add(run.task, METHOD_NAMES[method], evaluation, run.prompts[method], **extra)
+    @property
+    def name(self) -> str:
+        return METHOD_NAMES["peft" if self.peft else "embedgrad"]
+
+    def optimize(self, task: Task, splits, engines, checkpoint_dir: str | Path | None = None) -> Found:
+        from .models import local_model_path
+
+        c = self.for_task(task)
+        config = TrainConfig(steps=c.steps, batch_size=c.batch_size, l2_penalty=c.l2_penalty,
+                             trust_radius=c.trust_radius, seed=c.seed, gsm8k_target=c.gsm8k_target)
+        engine = engines.task
+        result = fit("peft" if c.peft else "embedgrad", engine, task, splits.train, splits.dev, config,
+                     list(c.learning_rates), c.sweep_steps, c.initial_prompt, c.placement,
+                     local_model_path(engine.model), c.checkpoint(checkpoint_dir, task, splits, engines, suffix=""),
+                     c.max_tokens)
+        steps = len(result.log.losses)
+        seconds = result.log.seconds_per_step * steps
+        trajectory = [{"step": i + 1, "prompt": None, "score": None, "loss": loss}
+                      for i, loss in enumerate(result.log.losses)]
+        details = {"lr": result.learning_rate, "steps": steps, "seconds_per_step": round(result.log.seconds_per_step, 3),
+                   "train_seconds": round(seconds, 1)}
+        return Found(self.name, task.name, result.soft, Usage(train_examples=steps * c.batch_size,
+                                                              wall_seconds=seconds), trajectory, details, result,
+                     c.settings())

@@ -38,14 +38,16 @@ class PromptInputs(Protocol):
 
 @dataclasses.dataclass
 class Usage:
-    """What an engine spent. ``model_calls`` counts completions requested from the model
-    (cache hits are counted apart and cost nothing)."""
+    """What an engine or a method spent. ``model_calls`` counts completions requested from the
+    model (cache hits are counted apart and cost nothing); ``train_examples`` counts examples
+    through a forward and backward pass (the embedding methods' budget)."""
 
     model_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_hits: int = 0
     wall_seconds: float = 0.0
+    train_examples: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -170,17 +170,6 @@ def _scored(task: Task, examples, conversations, first, final, protocol: str) ->
     return Evaluation(records, summarize(records))
 
 
-def evaluate_prompts(engine: Engine, task: Task, prompts: dict[str, object], examples: list[Example],
-                     results=None, split: str = "test", **kwargs) -> dict[str, Evaluation]:
-    """Evaluate several named prompts on the same examples (``score_prompts``); rows go to
-    ``results``."""
-    evaluations = score_prompts(engine, task, prompts, examples, desc=kwargs.pop("desc", task.name), **kwargs)
-    if results is not None:
-        for method, prompt in prompts.items():
-            results.add(task.name, method, evaluations[method], prompt, split=split)
-    return evaluations
-
-
 def sample_records(evaluations: dict[str, Evaluation], k: int = 2, seed: int = 0, width: int = 160):
     """A few answers per method, the same items for each, as a table to read."""
     import random

@@ -37,7 +37,8 @@ from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_j
 from .engines import Engine, Usage, metered
 from .evaluation import score_prompts
 from .extraction import marked_text
-from .tasks import Example, Task
+from .methods import Found, Method
+from .tasks import Example, Task, per_task
 
 log = logging.getLogger(__name__)
 
@@ -444,55 +445,64 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
     return Run(task.name, strategy.name, state["trajectory"], state["steps"], state["usage"], steps)
 
 
-def optimize_tasks(splits: dict[str, object], strategy: str | Strategy, task_engine: Engine,
-                   optimizer_engine: Engine, *, checkpoint_dir: str | Path | None = None, n_exemplars: int = 3,
-                   **kwargs) -> list[Run]:
-    """``optimize`` on each task of ``{task name: Splits}``: dev scores candidates, the first
-    ``n_exemplars`` train examples are the meta-prompt's fixed exemplars. Checkpoints go to
-    ``checkpoint_dir/<task>__<strategy>.json``."""
-    from .tasks import get_task
+@dataclasses.dataclass
+class GPO(Method):
+    """GPO, OPRO or APE (``strategy``) under the method contract: the loop of :func:`optimize`
+    with the loop engine as task model, candidates scored on the first ``dev`` dev examples, the
+    meta-prompt's exemplars the first ``exemplars`` train examples."""
 
-    name = get_strategy(strategy).name
-    runs = []
-    for task_name, split in splits.items():
-        if len(split.train) < n_exemplars:
-            raise ValueError(f"{task_name}: the train split has {len(split.train)} examples; the meta-prompt needs "
-                             f"{n_exemplars} exemplars from it.")
-        settings = json.dumps([dataclasses.asdict(get_strategy(strategy)), task_engine.model, optimizer_engine.model,
-                               [e.id for e in split.dev], [e.id for e in split.train[:n_exemplars]],
-                               {k: v for k, v in kwargs.items() if not callable(v)}], sort_keys=True, default=str)
-        tag = hashlib.sha256(settings.encode()).hexdigest()[:10]  # other settings, other file
-        checkpoint = Path(checkpoint_dir) / f"{task_name.replace('/', '_')}__{name}__{tag}.json" \
-            if checkpoint_dir else None
-        runs.append(optimize(get_task(task_name), task_engine, optimizer_engine, split.dev,
-                             split.train[:n_exemplars], strategy=strategy, checkpoint=checkpoint, **kwargs))
-    return runs
+    PER_TASK = ("steps", "dev", "max_tokens")
 
+    strategy: str = "GPO"
+    steps: int | dict | None = None   # None: GPO's epochs x ceil(train pool / batch) of each task (``steps_for``)
+    candidates: int = 8
+    initial_prompt: str = INITIAL_PROMPT
+    placement: str = "after"
+    protocol: str = "forced"
+    max_tokens: int | dict | None = None
+    optimizer_max_tokens: int = 256
+    temperature: float = 1.0
+    parse: str = "strict"
+    seed: int = 0
+    dev: int | dict | None = None     # dev examples scoring candidates (None: all)
+    exemplars: int = 3
+    schedule: str | None = None       # the edit-limit schedule; None: the strategy's own
+    epochs: int = 3                   # GPO's step rule when ``steps`` is None
+    batch: int = 8
 
-def evaluate_on_test(runs: list[Run], splits: dict[str, object], engine: Engine, results=None, *,
-                     placement: str = "after", protocol: str = "forced", max_tokens: int | None = None) -> dict:
-    """Score, once, on each task's test split: the initial prompt ("initial") and each run's
-    final prompt (method name). Rows go to ``results`` with the dev score beside them."""
-    from .tasks import get_task
+    def __post_init__(self):
+        get_strategy(self.strategy)  # an unknown strategy fails here, before any model call
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown schedule '{self.schedule}'; expected one of {SCHEDULES}.")
 
-    evaluations: dict[str, dict] = {}
-    for task_name, split in splits.items():
-        task = get_task(task_name)
-        task_runs = [r for r in runs if r.task == task_name]
-        if not task_runs:
-            continue
-        prompts = {"initial": (task_runs[0].initial["prompt"], task_runs[0].initial["score"])}
-        prompts.update({r.method: (r.final["prompt"], r.final["score"]) for r in task_runs})
-        evaluations[task_name] = {}
-        distinct = dict.fromkeys(prompt for prompt, _ in prompts.values())  # a final equal to another is scored once
-        by_prompt = score_prompts(engine, task, {p: p for p in distinct}, split.test, placement=placement,
-                                  protocol=protocol, max_tokens=max_tokens, desc=f"{task_name} test")
-        for method, (prompt, dev_score) in prompts.items():
-            ev = by_prompt[prompt]
-            evaluations[task_name][method] = ev
-            if results is not None:
-                results.add(task_name, method, ev, prompt, split="test", dev_accuracy=dev_score)
-    return evaluations
+    def resolved_strategy(self) -> Strategy:
+        strategy = get_strategy(self.strategy)
+        return dataclasses.replace(strategy, schedule=self.schedule) if self.schedule else strategy
+
+    def steps_on(self, task: Task) -> int:
+        """This task's step count: ``steps``, or GPO's rule on the task's own train pool."""
+        steps = per_task(self.steps, task, "GPO.steps")
+        return steps or steps_for(len(task.pools()["train"]), self.epochs, self.batch)
+
+    @property
+    def name(self) -> str:
+        return self.strategy
+
+    def optimize(self, task: Task, splits, engines, checkpoint_dir: str | Path | None = None) -> Found:
+        c = self.for_task(task)
+        if len(splits.train) < c.exemplars:
+            raise ValueError(f"{task.name}: the train split has {len(splits.train)} examples; the meta-prompt needs "
+                             f"{c.exemplars} exemplars from it.")
+        dev = splits.dev[:c.dev] if c.dev else splits.dev
+        run = optimize(task, engines.loop, engines.optimizer, dev, splits.train[:c.exemplars],
+                       strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates, initial_prompt=c.initial_prompt,
+                       placement=c.placement, protocol=c.protocol, max_tokens=c.max_tokens,
+                       optimizer_max_tokens=c.optimizer_max_tokens, temperature=c.temperature, parse=c.parse,
+                       seed=c.seed, checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
+        budget = sum((Usage(**u) for u in run.usage.values()), Usage())  # task model + optimizer, resumes included
+        trajectory = [{"step": e["step"], "prompt": e["prompt"], "score": e["score"]} for e in run.trajectory]
+        return Found(self.name, task.name, run.final["prompt"], budget, trajectory,
+                     {"dev_accuracy": run.final["score"]}, run, c.settings())
 
 
 # ---------------------------------------------------------------- reporting
@@ -625,13 +635,3 @@ def metrics_extra(runs: list[Run]) -> dict:
                                       for s in r.steps] for r in runs}
     runs_summary = [r.summary() for r in runs]
     return {"trajectory": trajectory, "edits": edits, "runs": runs_summary}
-
-
-def total_usage(runs: list[Run]) -> dict[str, dict]:
-    """Task-model and optimizer usage summed over runs (each run's own spending, resumptions included)."""
-    total = {"task": {}, "optimizer": {}}
-    for r in runs:
-        for role in total:
-            for k, v in r.usage.get(role, {}).items():
-                total[role][k] = total[role].get(k, 0) + v
-    return total

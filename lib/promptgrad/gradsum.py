@@ -35,6 +35,7 @@ from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomi
 from .engines import Engine, Usage, metered
 from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, summarize
 from .extraction import PARSE_MODES, marked_text
+from .methods import Found, Method
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -592,36 +593,57 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
                       completed=max(start, iterations))
 
 
+@dataclasses.dataclass
+class GradSum(Method):
+    """GRAD-SUM (``summarize=True``) or its no-summarization ablation under the method contract:
+    :func:`optimize` with the loop engine generating, ``engines.judge`` judging (exact match
+    instead where ``engines.loop_judge`` says so and the task has answers), the optimizer writing
+    critiques, summaries and edits; candidates scored on the first ``dev`` dev examples.
+    ``initial_prompt`` is a template holding ``{question}``."""
+
+    PER_TASK = ("iterations", "dev", "max_tokens", "initial_prompt", "criteria")
+
+    summarize: bool = True
+    initial_prompt: str | dict = "{question}\nLet's think step by step."
+    criteria: str | dict | None = None
+    beam: int = 3
+    children: int = 2
+    iterations: int | dict = 10
+    minibatch: int = 30
+    editor_temperature: float = 0.5
+    max_tokens: int | dict | None = None
+    judge_max_tokens: int = 96
+    gradient_max_tokens: int = 96
+    summary_max_tokens: int = 128
+    editor_max_tokens: int = 128
+    max_failures: int | None = None
+    parse: str = "strict"
+    seed: int = 0
+    dev: int | dict | None = None     # dev examples scoring candidates (None: all)
+
+    @property
+    def name(self) -> str:
+        return "GRAD-SUM" if self.summarize else "GRAD-SUM (no summarization)"
+
+    def for_task(self, task: Task):
+        c = super().for_task(task)
+        return dataclasses.replace(c, criteria=c.criteria or None)
+
+    def optimize(self, task: Task, splits, engines, checkpoint_dir: str | Path | None = None) -> Found:
+        c = self.for_task(task)
+        judge = EXACT_JUDGE if engines.loop_judge == EXACT_JUDGE and task.has_answers else engines.judge
+        settings = {k: v for k, v in dataclasses.asdict(c).items() if k != "dev"}
+        run = optimize(task, splits.train, splits.dev[:c.dev] if c.dev else splits.dev, generator=engines.loop,
+                       judge=judge, gradient_engine=engines.optimizer, summarizer=engines.optimizer,
+                       editor=engines.optimizer, checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines),
+                       **settings)
+        trajectory = [{"step": h["iteration"], "prompt": h["beam"][0], "score": h["beam_scores"][0]}
+                      for h in run.history]
+        return Found(self.name, task.name, run.best_prompt, run.total_usage(), trajectory,
+                     {"dev_accuracy": run.beam[0]["score"]}, run, c.settings())
+
+
 # ---------------------------------------------------------------- test-split evaluation
-
-
-def evaluate_methods(generator: Engine, judge: Engine, task: Task, prompts: dict[str, str], examples: list[Example],
-                     results=None, *, criteria: str | None = None, max_tokens: int | None = None,
-                     judge_max_tokens: int = 96, protocol: str = "direct",
-                     tracker: Tracker | None = None) -> dict[str, Evaluation]:
-    """Score named prompts on the test split: exact match through the shared protocol
-    (``evaluate_prompt``, ``direct`` or ``forced``) where the task has answers, else the
-    judge's mean score.
-    Rows go to ``results`` with ``scored_by`` = 'exact' or 'judge'."""
-    from .evaluation import evaluate_prompt
-
-    tracker = tracker or Tracker()
-    evaluations = {}
-    for method, prompt in prompts.items():
-        if task.has_answers:
-            with metered(generator) as spent:
-                evaluation = evaluate_prompt(generator, task, prompt, examples, max_tokens=max_tokens,
-                                             protocol=protocol, desc=f"{task.name} / {method}")
-            tracker.usage["generation"] = tracker.usage["generation"] + spent
-        else:
-            evaluation = evaluate_with_judge(generator, judge, task, prompt, examples, criteria=criteria,
-                                             max_tokens=max_tokens, judge_max_tokens=judge_max_tokens,
-                                             tracker=tracker)
-        evaluations[method] = evaluation
-        if results is not None:
-            results.add(task.name, method, evaluation, prompt, split="test",
-                        scored_by="exact" if task.has_answers else "judge")
-    return evaluations
 
 
 def usage_by_role(trackers_and_runs) -> dict[str, dict]:
@@ -638,33 +660,6 @@ def usage_by_role(trackers_and_runs) -> dict[str, dict]:
 
 PAPER_CLAIMS = {"gain_over_initial": 0.14, "gain_from_summarization": 0.05}
 ARMS = {"GRAD-SUM": True, "GRAD-SUM (no summarization)": False}
-
-
-def make_engines(specs: dict[str, str | dict], cache=None, **defaults) -> dict[str, Engine]:
-    """Engines for the roles, keyed as :func:`optimize` takes them (generator, judge,
-    gradient_engine, summarizer, editor). ``specs`` maps role names (generation, judge, gradient,
-    editor; summary defaults to gradient) to engine specs; equal specs share one engine object."""
-    from .engines import make_engine
-
-    specs = {"summary": specs.get("gradient"), **specs}
-    made: dict[str, Engine] = {}
-    engines = {}
-    for role, key in (("generation", "generator"), ("judge", "judge"), ("gradient", "gradient_engine"),
-                      ("summary", "summarizer"), ("editor", "editor")):
-        spec = specs.get(role) or specs["generation"]
-        ident = json.dumps(spec, sort_keys=True)
-        if ident not in made:
-            made[ident] = make_engine(spec, cache=cache, **defaults)
-        engines[key] = made[ident]
-    return engines
-
-
-def total_usage(engines: dict[str, Engine]) -> Usage:
-    """What the distinct engine objects spent, together."""
-    total = Usage()
-    for engine in {id(e): e for e in engines.values()}.values():
-        total = total + engine.usage
-    return total
 
 
 def plot_beam_curves(runs: dict[str, dict[str, GradSumRun]]):
@@ -718,14 +713,6 @@ def measure_agreement(generator: Engine, judge: Engine, task: Task, prompt: str,
     passed = sum(v.score == 1 for v in scored.verdicts)
     return {"task": task.name, "agreement": agree / n if n else None, "n": n, "judge_unparseable": len(examples) - n,
             "judge_pass_rate": passed / n if n else None, "exact_rate": scored.exact_score}
-
-
-def loop_engines(engines: dict, task: Task, loop_judge: str | None = None) -> dict:
-    """The roles' engines for one task's loop: ``loop_judge=EXACT_JUDGE`` replaces the judge
-    where the task has answers (tasks without keep the LLM judge)."""
-    if loop_judge not in (None, EXACT_JUDGE):
-        raise ValueError(f"loop_judge must be None or {EXACT_JUDGE!r}, got {loop_judge!r}.")
-    return {**engines, "judge": EXACT_JUDGE} if loop_judge and task.has_answers else engines
 
 
 def plot_agreement(rows: list[dict]):

@@ -66,3 +66,42 @@ def line_curves(curves: dict[str, list[float]], xlabel: str, ylabel: str, title:
     if len(curves) > 1:
         ax.legend(frameon=False, fontsize=8)
     return fig or ax.figure
+
+
+def accuracy_vs_cost(rows: list[dict]):
+    """Test accuracy (95% CI) against optimization wall time, one panel per task. Methods that
+    optimize nothing (no ``optimize_seconds``) are labelled horizontal lines; every method has
+    its own marker and colour, and points that would sit on each other are spread sideways a
+    little (the wall time is still readable from the axis)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colors = dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    markers = dict(zip(methods, "osD^vP*Xph<>"))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], tasks):
+        points = [r for r in rows if r["task"] == task and r.get("optimize_seconds")]
+        for r in (r for r in rows if r["task"] == task and not r.get("optimize_seconds")):
+            ax.axhline(r["accuracy"], color=colors[r["method"]], ls="--", lw=1, label=r["method"])
+        for k, r in enumerate(sorted(points, key=lambda r: r["optimize_seconds"])):
+            lo, hi = r["ci95"]
+            x = r["optimize_seconds"] * (1.06 ** (k % 3 - 1))  # a small sideways spread against overlaps
+            ax.errorbar(x, r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], fmt=markers[r["method"]],
+                        color=colors[r["method"]], capsize=3, markersize=7, label=r["method"])
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_title(task)
+        ax.set_xlabel("optimization wall time (s, log scale)")
+        ax.set_ylim(-0.03, 1.03)  # points at 0 and 1 stay visible
+    axes[0][0].set_ylabel("test accuracy (95% CI)")
+    legend: dict = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)),
+               bbox_to_anchor=(0.5, -0.02), frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.05 * ((len(legend) - 1) // 4), 1, 1))
+    return fig

@@ -9,7 +9,8 @@ metrics.json::
                "answers": {answer: count}, "top_answer": ..., "top_answer_share": ..., "constant": ...,
                "majority_accuracy": ..., "chance": ...}, ...],
      "cost": {"model_calls": ..., "prompt_tokens": ..., "completion_tokens": ...,
-              "wall_seconds": ...}}
+              "wall_seconds": ...},
+     "parameters": {"TASKS": ..., "N_TEST": ..., ...}}   # the notebook's parameters, as it ran
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ def records_path(directory: str | Path, task: str, method: str, split: str) -> P
 class Results:
     """Collects rows and writes them; one per notebook run."""
 
-    def __init__(self, directory: str | Path, profile: str, model: str, seed: int):
+    def __init__(self, directory: str | Path, profile: str, model: str, seed: int, parameters: dict | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.notebook = self.dir.name
         self.profile, self.model, self.seed = profile, model, seed
         self.rows: list[dict] = []
-        self.extra: dict = {}
+        self.extra: dict = {"parameters": parameters} if parameters is not None else {}
         self.started = time.perf_counter()
 
     def add(self, task: str, method: str, evaluation: Evaluation, prompt, split: str = "test", **extra) -> dict:
@@ -110,6 +111,36 @@ class Results:
         path = self.dir / "metrics.json"
         path.write_text(json.dumps(_jsonable(metrics), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
+
+
+def paired_table(evaluations: dict, pairs: list[tuple[str, str]], tasks: list[str]) -> pd.DataFrame:
+    """Paired differences ``a - b`` on the same test items (``evaluation.paired_difference``) for
+    each task and each pair whose two evaluations ``{(task, method): Evaluation}`` holds; the
+    interval as text with signs (and as numbers, ``ci95_low`` and ``ci95_high``)."""
+    from .evaluation import paired_difference
+
+    frame = pd.DataFrame([{"task": t, "a": a, "b": b,
+                           **paired_difference(evaluations[t, a].correct, evaluations[t, b].correct)}
+                          for t in tasks for a, b in pairs if (t, a) in evaluations and (t, b) in evaluations])
+    if not frame.empty:
+        frame["difference"] = frame["difference"].round(4)
+        frame["ci95_low"], frame["ci95_high"] = zip(*((round(lo, 4), round(hi, 4)) for lo, hi in frame["ci95"]))
+        frame["ci95"] = frame["ci95"].map(lambda ci: f"[{ci[0]:+.3f}, {ci[1]:+.3f}]")
+    return frame
+
+
+def notebook_parameters(namespace: dict) -> dict:
+    """A notebook's parameters from its namespace: the upper-case names bound to JSON literals
+    (call it right after the parameters cell). metrics.json keeps them, so another notebook
+    can decide what to reuse without running any of this notebook's code."""
+    def literal(value) -> bool:
+        if isinstance(value, (list, tuple)):
+            return all(map(literal, value))
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and literal(v) for k, v in value.items())
+        return value is None or isinstance(value, (str, int, float, bool))
+
+    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and literal(v)}
 
 
 def chance_accuracy(task: str, records: list[dict]) -> float | None:
