@@ -1,9 +1,11 @@
+import dataclasses
 import hashlib
 
 import pytest
 import torch
 
 from promptgrad import evaluate_prompt, get_task, make_splits
+from promptgrad.checkpoints import CheckpointError
 from promptgrad.embedgrad import SoftPrompt, TrainConfig, train_soft_prompt, target_loss, training_target
 from promptgrad.models import local_model_path
 
@@ -108,7 +110,7 @@ def test_peft_export_round_trip(local_engine, sst2, tmp_path):
         _soft(local_engine, "after").export_peft(tmp_path / "x", local_engine.hf_model, "x")
 
 
-def test_checkpoint_resume_matches_an_uninterrupted_run(local_engine, sst2, tmp_path, caplog):
+def test_checkpoint_resume_matches_an_uninterrupted_run(local_engine, sst2, tmp_path):
     task, splits = sst2
     cfg = TrainConfig(steps=4, batch_size=2, lr=0.05, seed=3)
     whole = _soft(local_engine)
@@ -121,11 +123,13 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(local_engine, sst2, tmp_
     log = train_soft_prompt(resumed, local_engine, task, splits.train, cfg, checkpoint=path, checkpoint_every=1)
     assert log.resumed_from == 2 and len(log.losses) == 4
     assert torch.allclose(resumed.embeddings, whole.embeddings, atol=1e-6)
-    path.write_bytes(b"not a checkpoint")  # corrupt: reported and moved aside, never used
-    fresh = _soft(local_engine)
-    log = train_soft_prompt(fresh, local_engine, task, splits.train, cfg, checkpoint=path, stop_after=1)
-    assert log.resumed_from == 0 and "unreadable" in caplog.text
-    assert (tmp_path / "run.pt.corrupt").exists()
+    (tmp_path / "other.pt").write_bytes(path.read_bytes())  # a state written by these settings...
+    with pytest.raises(CheckpointError, match="other settings"):  # ...is not resumed by others
+        train_soft_prompt(_soft(local_engine), local_engine, task, splits.train, dataclasses.replace(cfg, lr=0.01),
+                          checkpoint=tmp_path / "other.pt", stop_after=1)
+    path.write_bytes(b"not a checkpoint")  # corrupt: an error that says so, never used
+    with pytest.raises(CheckpointError, match="is corrupt"):
+        train_soft_prompt(_soft(local_engine), local_engine, task, splits.train, cfg, checkpoint=path, stop_after=1)
 
 
 def test_targets_and_bad_parameters(data_dir, local_engine):

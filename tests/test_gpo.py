@@ -10,7 +10,7 @@ import re
 import pandas as pd
 import pytest
 
-from promptgrad import gpo
+from promptgrad import gpo, papers
 from promptgrad.engines import Engine
 from promptgrad.tasks import Example, get_task
 
@@ -219,6 +219,18 @@ def test_loop_moves_selects_and_keeps_the_best():
     assert run.usage["task"]["model_calls"] == 2 * N_DEV * 6  # initial, B, A, C, D, E
 
 
+def test_step_tables_show_each_step_as_a_reader_follows_it():
+    quality = {"Let's think step by step.": 0.5, "A": 0.9, "B": 0.6, "C": 0.3, "D": 0.2, "E": 0.1}
+    run, _, _ = run_scripted([wrap("B", "A", "A"), wrap("A", "C", "D"), ["garbage", "", "<START>E<END>"]], quality)
+    tables = gpo.step_tables(run)
+    assert [t["edit_limit"] for t in tables] == [40, 20, 10] and tables[1]["base_prompt"] == "A"
+    first = tables[0]["candidates"]
+    assert list(first["candidate"]) == ["B", "A"] and list(first["dev"]) == [0.6, 0.9]
+    assert list(first["chosen"]) == [False, True]  # the best fresh candidate
+    assert len(tables[2]["outputs"]) == 3 and tables[2]["outputs"].iloc[0, 0] == "garbage"
+    assert "Let's think step by step." in list(tables[0]["retrieved"]["prompt"])
+
+
 def test_no_usable_output_never_crashes_and_the_prompt_stays():
     run, _, _ = run_scripted([["no markers", ""]], {}, steps=2, candidates=2)
     assert [e["moved"] for e in run.trajectory[1:]] == [False, False]
@@ -348,7 +360,7 @@ def test_table5_means_each_benchmark_apart():
     rows = [{"split": "test", "task": t, "method": m, "accuracy": a}
             for t, m, a in [("gpo/bbh/navigate", "initial", 0.5), ("gpo/bbh/snarks", "initial", 0.7),
                             ("gpo/mmlu/anatomy", "initial", 0.3), ("gpo/bbh/navigate", "GPO", 0.6)]]
-    table = gpo.table5(rows, label="ours").set_index("method")
+    table = papers.gpo_table5(rows, label="ours").set_index("method")
     assert table.loc["CoT", "ours: BBH mean (2 tasks)"] == 60.0
     assert table.loc["CoT", "ours: MMLU mean (1 tasks)"] == 30.0
     assert table.loc["CoT", "ours: bbh/snarks"] == 70.0

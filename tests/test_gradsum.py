@@ -285,6 +285,21 @@ def test_small_run_on_the_embedded_model():
     assert all(isinstance(v, int) for v in result.counts.values())
 
 
+def test_iteration_tables_show_failures_critiques_summary_and_edits():
+    task, examples = make_task()
+    engine = Scripted(editor=lambda p, f, n: [f"<prompt>{p} +</prompt>"] * n)
+    result = run(engine, task, examples, max_failures=2)
+    [iteration] = gradsum.iteration_tables(result)
+    [first] = iteration["prompts"]
+    assert len(first["failed"]) == 2 and set(first["failed"]["judge"]) == {0}
+    assert all(r.startswith("Reasoning here.") for r in first["failed"]["reasoning"])
+    assert len(first["critiques"]) == 2 and all(c.startswith("critique of example") for c in first["critiques"])
+    assert first["feedback"] == ["SUMMARY: be more careful."]
+    assert first["edits"] and all("{question}" in e for e in first["edits"])
+    assert list(iteration["candidates"]["kept in beam"]).count(True) >= 1
+    assert iteration["beam"][0][0] == result.beam[0]["prompt"]
+
+
 def test_exact_judge_scores_without_a_model_and_the_llm_judge_is_measured_apart():
     from promptgrad import Engines
     from promptgrad.tasks import Splits

@@ -19,6 +19,7 @@ from .embedgrad import EmbedGrad  # noqa: E402
 from .gepa_search import GEPA  # noqa: E402
 from .gpo import GPO  # noqa: E402
 from .gradsum import GradSum  # noqa: E402
+from . import methods, papers  # noqa: E402,F401
 from .tasks import Example, Splits, Task, for_tasks, get_task, make_splits, per_task, task_splits  # noqa: E402
 
 __all__ = ["EMBEDDED_MODEL", "EmbedGrad", "Engine", "Engines", "Evaluation", "Example", "Found", "GEPA", "GPO", "GradSum",

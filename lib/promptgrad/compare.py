@@ -98,7 +98,7 @@ def find_reusable(sources: list[Source], splits: dict, wanted: dict, here: dict,
     return found, decisions
 
 
-BUDGET = ("model_calls", "tokens", "train_examples", "optimize_seconds", "lr", "steps")
+BUDGET = ("model_calls", "cache_hits", "tokens", "train_examples", "optimize_seconds", "lr", "steps")
 
 
 def reused_columns(row: dict) -> dict:

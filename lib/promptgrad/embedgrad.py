@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoints import CheckpointError, corrupt
 from .engines import Usage
 from .evaluation import build_conversations
 from .methods import Found, Method
@@ -255,17 +256,17 @@ def _config_hash(config: TrainConfig, soft: SoftPrompt, examples: list[Example],
 
 
 def _load_checkpoint(path: Path, expected: str) -> dict | None:
+    """The saved state, None when there is none; ``CheckpointError`` (the one policy of
+    ``promptgrad.checkpoints``) when it cannot be read or holds other settings."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, weights_only=False)
     except Exception as err:  # truncated or corrupt: never used silently
-        log.warning("Checkpoint %s is unreadable (%s); starting this run from step 0.", path, err)
-        path.replace(path.with_suffix(path.suffix + ".corrupt"))
-        return None
-    if state.get("config_hash") != expected:
-        log.warning("Checkpoint %s belongs to other settings; starting from step 0.", path)
-        return None
+        raise corrupt(path, f"{type(err).__name__}: {err}") from err
+    if not isinstance(state, dict) or state.get("config_hash") != expected:
+        raise CheckpointError(f"Checkpoint {path} belongs to other settings; it was not used. Delete it, or pass "
+                              f"another checkpoint path.")
     return state
 
 
@@ -571,3 +572,33 @@ class EmbedGrad(Method):
         return Found(self.name, task.name, result.soft, Usage(train_examples=steps * c.batch_size,
                                                               wall_seconds=seconds), trajectory, details, result,
                      c.settings())
+
+
+# ---------------------------------------------------------------- one step, shown
+
+
+def one_step(soft: SoftPrompt, engine, task: Task, examples: list[Example], lr: float,
+             gsm8k_target: str = "rationale") -> dict:
+    """One EmbedGrad update of ``soft`` on ``examples``, with its numbers, for a reader to see:
+    the loss (mean cross-entropy of the target tokens, the model frozen), the gradient's norm at
+    each prompt vector, one AdamW step on the vectors alone, how far each vector moved, and the
+    loss after the step on the same examples. ``soft`` is updated in place (pass a fresh one)."""
+    config = TrainConfig(steps=1, batch_size=len(examples), lr=lr, gsm8k_target=gsm8k_target)
+    model, tok = engine.hf_model, engine.tokenizer
+    soft.to(model.device)
+    texts, targets = encode_examples(engine, task, soft.slot_text(), examples, soft.placement, config)
+    optimizer = torch.optim.AdamW([soft.embeddings], lr=lr, weight_decay=0.0)
+    before = soft.embeddings.detach().clone()
+    loss = soft_prompt_loss(soft, texts, targets, tok, model)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad = soft.embeddings.grad.detach().clone()
+    optimizer.step()
+    with torch.no_grad():
+        after = soft_prompt_loss(soft, texts, targets, tok, model)
+    frozen = all(p.grad is None for p in model.parameters())
+    return {"loss": float(loss), "loss_after": float(after), "examples": len(examples),
+            "target_tokens": sum(len(t) for t in targets), "model_frozen": frozen,
+            "vectors": [{"position": i, "token": tok.decode([soft.init_ids[i]]), "norm": float(before[i].norm()),
+                         "grad_norm": float(grad[i].norm()),
+                         "moved": float((soft.embeddings[i].detach() - before[i]).norm())} for i in range(soft.k)]}

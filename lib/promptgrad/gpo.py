@@ -508,22 +508,6 @@ class GPO(Method):
 # ---------------------------------------------------------------- reporting
 
 
-def trajectory_frame(runs: list[Run]):
-    """One row per candidate and per chosen prompt: task, method, step, score, kind."""
-    import pandas as pd
-
-    rows = []
-    for run in runs:
-        for e in run.trajectory:
-            rows.append({"task": run.task, "method": run.method, "step": e["step"], "score": e["score"],
-                         "kind": "chosen", "prompt": e["prompt"]})
-        for s in run.steps:
-            for c in s["candidates"]:
-                rows.append({"task": run.task, "method": run.method, "step": s["step"], "score": c["score"],
-                             "kind": "candidate", "prompt": c["prompt"]})
-    return pd.DataFrame(rows)
-
-
 def edits_frame(runs: list[Run]):
     """Per step: the edit limit and the measured word edit distances of the candidates."""
     import pandas as pd
@@ -533,96 +517,6 @@ def edits_frame(runs: list[Run]):
             for r in runs for s in r.steps for c in s["candidates"]]
     return pd.DataFrame(rows, columns=["task", "method", "step", "edit_limit", "edit_distance", "within_limit",
                                        "chosen"])
-
-
-def plot_trajectories(runs: list[Run]):
-    """Dev score along each run: the chosen prompt per step (line) and every candidate (dots)."""
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r.task for r in runs))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(1 + 4.4 * len(tasks), 3.6), squeeze=False, sharey=True)
-    colors = dict(zip(dict.fromkeys(r.method for r in runs), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for ax, task in zip(axes[0], tasks):
-        for i, run in enumerate(r for r in runs if r.task == task):
-            color = colors[run.method]
-            ax.plot([e["step"] for e in run.trajectory], [e["score"] for e in run.trajectory], marker="o",
-                    color=color, label=f"{run.method} (chosen)")
-            xs = [s["step"] + 0.08 * (i - 1) for s in run.steps for _ in s["candidates"]]
-            ys = [c["score"] for s in run.steps for c in s["candidates"]]
-            ax.scatter(xs, ys, s=12, alpha=0.45, color=color)
-        ax.set_title(task)
-        ax.set_xlabel("step")
-    axes[0][0].set_ylabel("dev accuracy (dots: all candidates)")
-    axes[0][-1].legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_edits(runs: list[Run]):
-    """GPO's edit limit per step against the measured word edit distance of its candidates."""
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in runs if any(s["edit_limit"] is not None for s in r.steps)]
-    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(1 + 4.4 * max(1, len(runs)), 3.6), squeeze=False)
-    for ax, run in zip(axes[0], runs):
-        steps = [s["step"] for s in run.steps]
-        ax.plot(steps, [s["edit_limit"] for s in run.steps], marker="s", color="black", label="edit limit N_t")
-        xs = [s["step"] for s in run.steps for _ in s["candidates"]]
-        ys = [c["edit_distance"] for s in run.steps for c in s["candidates"]]
-        ax.scatter(xs, ys, s=14, alpha=0.6, label="candidates' word edit distance")
-        chosen = [(s["step"], c["edit_distance"]) for s in run.steps for c in s["candidates"] if c["prompt"] == s["chosen"]]
-        if chosen:
-            ax.scatter(*zip(*chosen), s=40, facecolors="none", edgecolors="red", label="chosen")
-        ax.set_title(f"{run.task} · {run.method}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("words")
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-PAPER_TABLE5 = {  # GPO README Table 5, Llama-2-7b-chat task model, accuracy % (the paper's reported values)
-    "Empty": {"BBH": 30.51, "GSM8K": 22.00, "MMLU": 35.96, "WSC": 60.67},
-    "CoT": {"BBH": 29.91, "GSM8K": 24.00, "MMLU": 36.36, "WSC": 59.33},
-    "APE": {"BBH": 32.94, "GSM8K": 25.00, "MMLU": 37.53, "WSC": 62.00},
-    "APO": {"BBH": 32.97, "GSM8K": 25.33, "MMLU": 37.75, "WSC": 62.00},
-    "OPRO": {"BBH": 33.29, "GSM8K": 26.67, "MMLU": 37.88, "WSC": 63.33},
-    "PE2": {"BBH": 33.43, "GSM8K": 25.33, "MMLU": 38.15, "WSC": 62.67},
-    "GPO": {"BBH": 35.43, "GSM8K": 28.33, "MMLU": 39.14, "WSC": 65.33},
-}
-OUR_METHOD = {"CoT": "initial", "APE": "APE", "OPRO": "OPRO", "GPO": "GPO"}  # "Let's think step by step." is CoT
-
-
-def benchmark_of(task_name: str) -> str:
-    """The Table-5 column a task counts in: gpo/bbh/* -> BBH, gpo/mmlu/* -> MMLU, ..."""
-    family = task_name.removeprefix("gpo/").split("/")[0]
-    return {"bbh": "BBH", "mmlu": "MMLU", "gsm8k": "GSM8K", "wsc": "WSC"}.get(family, family)
-
-
-def table5(rows: list[dict], label: str = "ours", max_task_columns: int = 6):
-    """The GPO README's Table 5 (paper's reported values) with our test accuracy beside it:
-    for each method, the mean over our tasks of each benchmark (BBH, MMLU...), in %, and each
-    task's accuracy when there are at most ``max_task_columns`` tasks."""
-    import pandas as pd
-
-    tasks = list(dict.fromkeys(r["task"] for r in rows if r["split"] == "test"))
-    groups: dict[str, list[str]] = {}
-    for t in tasks:
-        groups.setdefault(benchmark_of(t), []).append(t)
-    by = {(r["task"], r["method"]): r["accuracy"] for r in rows if r["split"] == "test"}
-    out = []
-    for method, paper in PAPER_TABLE5.items():
-        row = {"method": method, **{f"paper {k}": v for k, v in paper.items()}}
-        for bench, names in groups.items():
-            valid = [by[(t, OUR_METHOD.get(method))] for t in names if (t, OUR_METHOD.get(method)) in by]
-            row[f"{label}: {bench} mean ({len(names)} tasks)"] = \
-                round(100 * sum(valid) / len(valid), 2) if len(valid) == len(names) else None
-        if len(tasks) <= max_task_columns:
-            for t in tasks:
-                a = by.get((t, OUR_METHOD.get(method)))
-                row[f"{label}: {t.removeprefix('gpo/')}"] = round(100 * a, 2) if a is not None else None
-        out.append(row)
-    return pd.DataFrame(out)
 
 
 def metrics_extra(runs: list[Run]) -> dict:
@@ -635,3 +529,25 @@ def metrics_extra(runs: list[Run]) -> dict:
                                       for s in r.steps] for r in runs}
     runs_summary = [r.summary() for r in runs]
     return {"trajectory": trajectory, "edits": edits, "runs": runs_summary}
+
+
+def step_tables(run: Run, width: int = 110) -> list[dict]:
+    """Each step of a run as a reader follows it: the edit limit, the prompt refined, the
+    trajectory retrieved (update direction), the optimizer's raw outputs, and every candidate
+    with its word-level edit distance, whether it kept the limit, its dev score and whether it
+    was chosen. One dict per step: ``{"step", "edit_limit", "base_prompt", "retrieved",
+    "outputs", "candidates"}`` (the last three as DataFrames)."""
+    import pandas as pd
+
+    def cut(text):
+        text = " ".join(str(text).split())
+        return text if len(text) <= width else text[:width - 1] + "…"
+
+    return [{"step": s["step"], "edit_limit": s["edit_limit"], "base_prompt": s["base_prompt"],
+             "retrieved": pd.DataFrame(s["retrieved"]),
+             "outputs": pd.DataFrame({"optimizer output (raw)": [cut(o) for o in s["outputs"]]}),
+             "candidates": pd.DataFrame([{"candidate": cut(c["prompt"]), "edit_distance": c["edit_distance"],
+                                          "within_limit": c["within_limit"], "dev": c["score"],
+                                          "chosen": c["prompt"] == s["chosen"] and s["moved"]}
+                                         for c in s["candidates"]])}
+            for s in run.steps]

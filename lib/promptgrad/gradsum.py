@@ -552,12 +552,16 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
             failures = [(ex, out, v) for ex, out, v in zip(batch, scored.outputs, scored.verdicts) if v.score != 1]
             if max_failures is not None:
                 failures = failures[:max_failures]
+            failed = [{"id": ex.id, "question": ex.input, "output": out, "score": v.score, "reasoning": v.reasoning}
+                      for ex, out, v in failures]  # what the judge saw and said, for a reader
             if not failures:
-                feedback_log.append({"prompt": prompt, "failures": 0, "feedback": []})
+                feedback_log.append({"prompt": prompt, "failures": 0, "failed": [], "feedback": []})
                 continue
             critiques = compute_gradients(gradient_engine, task, prompt, failures, template=t["gradient"],
                                           max_tokens=gradient_max_tokens, tracker=tracker)
             if not critiques:
+                feedback_log.append({"prompt": prompt, "failures": len(failures), "failed": failed, "critiques": [],
+                                     "feedback": [], "edits": []})
                 continue
             edit_seed = seed * 1000 + iteration * 10 + k
             if summarize:
@@ -574,7 +578,8 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
                                   tracker=tracker)
                 if len(new) > children:
                     new = random.Random(f"{seed}-{task.name}-pick-{iteration}-{k}").sample(new, children)
-            feedback_log.append({"prompt": prompt, "failures": len(failures), "feedback": feedback})
+            feedback_log.append({"prompt": prompt, "failures": len(failures), "failed": failed,
+                                 "critiques": critiques, "feedback": feedback, "edits": new})
             candidates += [c for c in new if c not in candidates and c not in current]
         pool = list(dict.fromkeys(current + candidates))
         scores = {p: score_val(p) for p in pool}
@@ -658,34 +663,36 @@ def usage_by_role(trackers_and_runs) -> dict[str, dict]:
 
 # ---------------------------------------------------------------- notebook helpers
 
-PAPER_CLAIMS = {"gain_over_initial": 0.14, "gain_from_summarization": 0.05}
 ARMS = {"GRAD-SUM": True, "GRAD-SUM (no summarization)": False}
 
 
-def plot_beam_curves(runs: dict[str, dict[str, GradSumRun]]):
-    """Validation score of the beam per iteration (best: solid, beam mean: dashed), per task,
-    with and without summarization."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+def iteration_tables(run: GradSumRun, width: int = 110) -> list[dict]:
+    """Each iteration of a run as a reader follows it, per beam prompt: the failed examples with
+    the judge's verdict and reasoning, each critique (the "gradients"), the feedback the editor
+    got (the summary, or the raw critiques in the ablation), the editor's candidates; then every
+    candidate with its validation score and the beam kept. One dict per iteration."""
+    import pandas as pd
 
-    tasks = list(runs)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 3.0 * len(tasks), 3.6), squeeze=False)
-    colors = dict(zip(ARMS, sns.color_palette("colorblind", len(ARMS))))
-    for ax, task in zip(axes[0], tasks):
-        for arm, run in runs[task].items():
-            scores = run.beam_scores()
-            xs = list(range(len(scores)))
-            ax.plot(xs, [max(s) for s in scores], marker="o", color=colors.get(arm), label=f"{arm}: best")
-            ax.plot(xs, [sum(s) / len(s) for s in scores], ls="--", color=colors.get(arm), label=f"{arm}: beam mean")
-        ax.set_title(task)
-        ax.set_xlabel("iteration (0 = initial prompt)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xticks(xs)
-    axes[0][0].set_ylabel("validation score (judge)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=8, bbox_to_anchor=(0.5, -0.12))
-    fig.tight_layout()
-    return fig
+    def cut(text):
+        text = " ".join(str(text).split())
+        return text if len(text) <= width else text[:width - 1] + "…"
+
+    tables = []
+    for h in run.history[1:]:
+        prompts = []
+        for f in h.get("feedback", []):
+            prompts.append({"prompt": f["prompt"],
+                            "failed": pd.DataFrame([{"question": cut(x["question"]), "answer": cut(x["output"]),
+                                                     "judge": x["score"], "reasoning": cut(x["reasoning"])}
+                                                    for x in f.get("failed", [])]),
+                            "critiques": [cut(c) for c in f.get("critiques", [])],
+                            "feedback": [cut(c) for c in f.get("feedback", [])],
+                            "edits": [cut(c) for c in f.get("edits", [])]})
+        scored = pd.DataFrame([{"candidate": cut(c["prompt"]), "validation": c["score"],
+                                "kept in beam": c["prompt"] in h["beam"]} for c in h["candidates"]])
+        tables.append({"iteration": h["iteration"], "prompts": prompts, "candidates": scored,
+                       "beam": list(zip(h["beam"], h["beam_scores"]))})
+    return tables
 
 
 def agreement_table(runs: dict[str, dict[str, GradSumRun]]) -> list[dict]:
@@ -713,53 +720,3 @@ def measure_agreement(generator: Engine, judge: Engine, task: Task, prompt: str,
     passed = sum(v.score == 1 for v in scored.verdicts)
     return {"task": task.name, "agreement": agree / n if n else None, "n": n, "judge_unparseable": len(examples) - n,
             "judge_pass_rate": passed / n if n else None, "exact_rate": scored.exact_score}
-
-
-def plot_agreement(rows: list[dict]):
-    """How often the judge's 0/1 matches exact match, per task (95% Wilson interval)."""
-    import matplotlib.pyplot as plt
-
-    from .evaluation import wilson_interval
-
-    fig, ax = plt.subplots(figsize=(2.5 + 1.4 * max(1, len(rows)), 3.4))
-    if not rows:
-        ax.text(0.5, 0.5, "no task with answers", ha="center", va="center")
-        return fig
-    values = [r["agreement"] for r in rows]
-    cis = [wilson_interval(round(r["agreement"] * r["n"]), r["n"]) for r in rows]
-    ax.bar(range(len(rows)), values, yerr=[[v - c[0] for v, c in zip(values, cis)],
-                                           [c[1] - v for v, c in zip(values, cis)]], capsize=3)
-    ax.set_xticks(range(len(rows)), [f"{r['task']}\n(n={r['n']})" for r in rows], fontsize=8)
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("judge agrees with exact match")
-    fig.tight_layout()
-    return fig
-
-
-def compare_to_paper(rows: list[dict]) -> str:
-    """The paper's two claims beside what the test rows measured (mean over tasks)."""
-    by = {}
-    for r in rows:
-        by.setdefault(r["task"], {})[r["method"]] = r["accuracy"]
-    full = [t for t, m in by.items() if {"initial", *ARMS} <= set(m) and all(v is not None for v in m.values())]
-    if not full:
-        return "No task has test rows for all three methods."
-
-    def mean(xs):
-        return sum(xs) / len(xs)
-
-    init = mean([by[t]["initial"] for t in full])
-    gs = mean([by[t]["GRAD-SUM"] for t in full])
-    nosum = mean([by[t]["GRAD-SUM (no summarization)"] for t in full])
-    rel = (lambda a, b: f"{(a - b) / b:+.1%}" if b else "n/a")
-    lines = [
-        "| claim | paper | measured here (mean over tasks) |", "|---|---|---|",
-        f"| GRAD-SUM over the initial prompt | about {PAPER_CLAIMS['gain_over_initial']:+.0%} | "
-        f"{100 * (gs - init):+.1f} points ({rel(gs, init)} relative; {init:.1%} -> {gs:.1%}) |",
-        f"| summarization vs no summarization | about {PAPER_CLAIMS['gain_from_summarization']:+.0%} | "
-        f"{100 * (gs - nosum):+.1f} points ({rel(gs, nosum)} relative; {nosum:.1%} -> {gs:.1%}) |",
-        "", "Per task: " + "; ".join(f"{t}: initial {by[t]['initial']:.1%}, GRAD-SUM {by[t]['GRAD-SUM']:.1%}, "
-                                     f"no summarization {by[t]['GRAD-SUM (no summarization)']:.1%}" for t in full),
-    ]
-    return "\n".join(lines)

@@ -71,9 +71,11 @@ class Found:
     settings: dict = dataclasses.field(default_factory=dict)  # the method's settings on this task, as it ran
 
     def columns(self) -> dict:
-        """The budget columns of a results row, then the method's own."""
+        """The budget columns of a results row, then the method's own. ``model_calls`` and
+        ``tokens`` count calls the model answered; ``cache_hits``, calls the response cache
+        answered (free here, paid on a first run)."""
         b = self.budget
-        return {"model_calls": b.model_calls, "tokens": b.prompt_tokens + b.completion_tokens,
+        return {"model_calls": b.model_calls, "cache_hits": b.cache_hits, "tokens": b.prompt_tokens + b.completion_tokens,
                 "train_examples": b.train_examples, "optimize_seconds": round(b.wall_seconds, 1), **self.details}
 
 

@@ -96,6 +96,13 @@ class Results:
         path.write_text(frame.to_markdown(index=False, floatfmt=floatfmt) + "\n", encoding="utf-8")
         return path
 
+    def save_jsonl(self, items: list[dict], name: str) -> Path:
+        """One JSON object per line (a trajectory, every step's candidates), as ``<name>.jsonl``."""
+        path = self.dir / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(_jsonable(item), ensure_ascii=False) + "\n" for item in items),
+                        encoding="utf-8")
+        return path
+
     def save_figure(self, fig, name: str) -> Path:
         path = self.dir / f"{name}.png"
         fig.savefig(path, dpi=120, bbox_inches="tight")
