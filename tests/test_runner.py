@@ -1,3 +1,5 @@
+import json
+
 import nbformat
 import pytest
 
@@ -80,13 +82,32 @@ def test_every_profile_passes_its_check(profile, data_dir, capsys):
 def test_the_check_reports_every_problem_at_once(data_dir, capsys):
     code = main(["--profile", "smoke", "--check", "--only", "01", "-p", "TASKS", '["sst3", "bbh/navigate"]',
                  "-p", "N_TEST", '{"bbh/navigate": 5000}', "-p", "N_TRAIN", "4", "-p", "N_DEV", "2",
-                 "-p", "MODEL", '{"kind": "vllm"}'])
+                 "-p", "MODEL", '{"kind": "vllm"}', "-p", "STEPS", '{"sst2": 1}'])
     out = capsys.readouterr().out
     assert code == 1
     assert "did you mean 'sst2'" in out
     assert "n_test=5000 is larger than what 'bbh/navigate' has left" in out
     assert "unknown engine kind 'vllm'" in out
     assert "STEPS has no entry for task 'bbh/navigate'" in out
+
+
+# a task no profile names: each notebook needs only TASKS (and the settings that name a task themselves)
+UNNAMED = {"00": [], "01": ["-p", "SCALE_TASK", '"bbh/snarks"'], "02": [], "03": [], "04": ["-p", "HYBRID_TASKS", "[]"]}
+
+
+@pytest.mark.parametrize("stem", sorted(UNNAMED))
+def test_any_registered_task_is_one_parameter_away(stem, data_dir, capsys):
+    """Every per-task setting falls back to the task's answer kind or "*"."""
+    code = main(["--profile", "smoke", "--check", "--only", stem, "-p", "TASKS", '["bbh/snarks"]', *UNNAMED[stem]])
+    assert code == 0, capsys.readouterr().out
+
+
+def test_the_embedgrad_notebook_runs_on_a_task_no_profile_names(data_dir, tmp_path):
+    assert main(["--profile", "smoke", "--only", "01", "--results", str(tmp_path), "-p", "TASKS", '["bbh/snarks"]',
+                 *UNNAMED["01"]]) == 0
+    metrics = json.loads((tmp_path / "01_embedgrad" / "metrics.json").read_text())
+    assert {r["task"] for r in metrics["rows"]} == {"bbh/snarks"}
+    assert {r["method"] for r in metrics["rows"]} == {"text prompt", "EmbedGrad", "PEFT prompt tuning"}
 
 
 def test_unknown_parameter_is_an_error(tmp_path):

@@ -174,7 +174,7 @@ class GEPA(Method):
         details = {"dev_accuracy": result.val_aggregate_scores[result.best_idx], "candidates": result.num_candidates,
                    "metric_calls": result.total_metric_calls}
         return Found(self.name, task.name, result.best_candidate[COMPONENT], adapter.resumed + usage, trajectory,
-                     details, run=result)
+                     details, run=result, settings=c.settings())
 
 
 def _parents(result: GEPAResult, i: int) -> list[int]:
