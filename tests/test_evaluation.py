@@ -57,6 +57,28 @@ def test_evaluate_prompt_direct_and_forced():
     assert forced.records[2]["output"] == "Hmm." and forced.records[2]["forced_output"] == "No"
 
 
+def test_prompt_sensitivity_names_the_tasks_whose_answers_follow_the_prompt():
+    from promptgrad.evaluation import prompt_sensitivity
+
+    even = [Example(f"Is {k} even?", "yes" if k % 2 == 0 else "no", id=str(k)) for k in range(20)]
+
+    def reply(conversation, _):  # "Answer." makes it right; without an instruction it says "yes" to all
+        text = conversation[-1]["content"]
+        if text.endswith("Answer."):
+            return "yes" if int(text.split()[1]) % 2 == 0 else "no"
+        return "yes"
+
+    rows = prompt_sensitivity(ScriptedEngine(reply), {"bbh/navigate": even, "bbh/snarks": even[:10]},
+                              {"none": "", "answer": "Answer."})
+    navigate, snarks = rows
+    assert navigate["none"] == 0.5 and navigate["answer"] == 1.0 and navigate["constant prompts"] == 1
+    assert navigate["best"] == "answer" and navigate["best - worst"] == 0.5 and navigate["answers change"] == 0.5
+    assert navigate["prompt-sensitive"] is True
+    assert snarks["n"] == 10
+    same = prompt_sensitivity(ScriptedEngine(lambda c, i: "yes"), {"bbh/navigate": even}, {"a": "", "b": "X."})
+    assert same[0]["prompt-sensitive"] is False and same[0]["answers change"] == 0
+
+
 def test_evaluate_prompt_rejects_open_tasks_and_bad_protocols():
     engine = ScriptedEngine(lambda c, i: "x")
     with pytest.raises(ValueError, match="judge"):

@@ -3,7 +3,7 @@
 import pytest
 
 from promptgrad.engines import Usage
-from promptgrad.llamacpp import LlamaCppEngine
+from promptgrad.engines import LlamaCppEngine
 
 CONVS = [[{"role": "user", "content": "What is the capital of France?"}],
          [{"role": "user", "content": "Invent a name for a cat."}]]

@@ -31,7 +31,7 @@ def bench_generate(model: str, n_prompts: int, max_tokens: int, batch_size: int)
     the rates are computed from."""
     import torch
 
-    from .llamacpp import LlamaCppEngine
+    from .engines import LlamaCppEngine
 
     conversations = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + f" ({i})"}]
                      for i in range(n_prompts)]

@@ -211,3 +211,31 @@ def rank_rows(rows: list[dict]) -> str:
             line += f"; clearly behind: {', '.join(behind)}"
         lines.append(line + ".")
     return "\n".join(lines)
+
+
+def prompt_sensitivity(engine: Engine, examples: dict[str, list[Example]], prompts: dict[str, str], *,
+                       placement: str = "after", max_tokens: dict | None = None) -> list[dict]:
+    """Does the model's answer depend on the prompt? For each task (``{task name: examples}``),
+    every prompt scored on the same examples (one call per task), then: each prompt's accuracy
+    and whether it is a constant classifier, the share of questions whose parsed answer changes
+    with the prompt, and the best prompt minus the worst with the paired 95% interval of that
+    difference. A task is *prompt-sensitive* where that interval excludes zero: there, a prompt
+    optimizer has something to find."""
+    from .tasks import get_task, per_task
+
+    rows = []
+    for name, items in examples.items():
+        task = get_task(name)
+        scored = score_prompts(engine, task, prompts, items, placement=placement,
+                               max_tokens=per_task(max_tokens or {}, task, default=None), desc=f"{name} probe")
+        accuracy = {p: ev.summary["accuracy"] for p, ev in scored.items()}
+        best, worst = max(accuracy, key=accuracy.get), min(accuracy, key=accuracy.get)
+        gap = paired_difference(scored[best].correct, scored[worst].correct)
+        answers = list(zip(*[[r["parsed"] for r in ev.records] for ev in scored.values()]))
+        rows.append({"task": name, "n": len(items), **{p: round(a, 3) for p, a in accuracy.items()},
+                     "constant prompts": sum(bool(ev.summary["constant"]) for ev in scored.values()),
+                     "answers change": round(sum(len(set(a)) > 1 for a in answers) / len(answers), 3),
+                     "best": best, "worst": worst, "best - worst": round(gap["difference"], 3),
+                     "ci95": f"[{gap['ci95'][0]:+.3f}, {gap['ci95'][1]:+.3f}]",
+                     "prompt-sensitive": gap["ci95"][0] > 0})
+    return rows

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import ResponseCache
-from .engines import Engine, first_tokens
-from .models import EMBEDDED_MODEL, embedded_gguf_path
+from ..cache import ResponseCache
+from ..models import EMBEDDED_MODEL, embedded_gguf_path
+from .base import Engine, first_tokens
 
 
 class LlamaCppEngine(Engine):
