@@ -73,10 +73,15 @@ def test_prompt_sensitivity_names_the_tasks_whose_answers_follow_the_prompt():
     navigate, snarks = rows
     assert navigate["none"] == 0.5 and navigate["answer"] == 1.0 and navigate["constant prompts"] == 1
     assert navigate["best"] == "answer" and navigate["best - worst"] == 0.5 and navigate["answers change"] == 0.5
-    assert navigate["prompt-sensitive"] is True
+    assert navigate["prompt-sensitive"] is True and navigate["sensitive among answering prompts"] is True
+    assert navigate["most format failures"] == "none 0%"
     assert snarks["n"] == 10
     same = prompt_sensitivity(ScriptedEngine(lambda c, i: "yes"), {"bbh/navigate": even}, {"a": "", "b": "X."})
     assert same[0]["prompt-sensitive"] is False and same[0]["answers change"] == 0
+    mute = prompt_sensitivity(ScriptedEngine(lambda c, i: "yes" if c[-1]["content"].endswith("?") else "hmm"),
+                              {"bbh/navigate": even}, {"none": "", "think": "Think."})[0]
+    assert mute["prompt-sensitive"] is True and mute["sensitive among answering prompts"] is None  # format alone
+    assert mute["most format failures"] == "think 100%"
 
 
 def test_evaluate_prompt_rejects_open_tasks_and_bad_protocols():

@@ -213,6 +213,9 @@ def rank_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ANSWERING = 0.1  # a prompt whose format failure rate is at most this "answers" (prompt_sensitivity)
+
+
 def prompt_sensitivity(engine: Engine, examples: dict[str, list[Example]], prompts: dict[str, str], *,
                        placement: str = "after", max_tokens: dict | None = None) -> list[dict]:
     """Does the model's answer depend on the prompt? For each task (``{task name: examples}``),
@@ -220,7 +223,9 @@ def prompt_sensitivity(engine: Engine, examples: dict[str, list[Example]], promp
     and whether it is a constant classifier, the share of questions whose parsed answer changes
     with the prompt, and the best prompt minus the worst with the paired 95% interval of that
     difference. A task is *prompt-sensitive* where that interval excludes zero: there, a prompt
-    optimizer has something to find."""
+    optimizer has something to find. A difference made by format failures alone (a prompt that
+    keeps the model from answering within the budget) is told apart: the same test among the
+    prompts whose format failure rate is at most ``ANSWERING`` (None: fewer than two of them)."""
     from .tasks import get_task, per_task
 
     rows = []
@@ -232,10 +237,17 @@ def prompt_sensitivity(engine: Engine, examples: dict[str, list[Example]], promp
         best, worst = max(accuracy, key=accuracy.get), min(accuracy, key=accuracy.get)
         gap = paired_difference(scored[best].correct, scored[worst].correct)
         answers = list(zip(*[[r["parsed"] for r in ev.records] for ev in scored.values()]))
+        failing = max(scored, key=lambda p: scored[p].summary["format_failure_rate"])
+        answering = [p for p, ev in scored.items() if ev.summary["format_failure_rate"] <= ANSWERING]
+        content = None  # the same test among the prompts that answer: is it the answers, not the format?
+        if len(answering) > 1:
+            hi, lo = max(answering, key=accuracy.get), min(answering, key=accuracy.get)
+            content = paired_difference(scored[hi].correct, scored[lo].correct)["ci95"][0] > 0
         rows.append({"task": name, "n": len(items), **{p: round(a, 3) for p, a in accuracy.items()},
                      "constant prompts": sum(bool(ev.summary["constant"]) for ev in scored.values()),
+                     "most format failures": f"{failing} {scored[failing].summary['format_failure_rate']:.0%}",
                      "answers change": round(sum(len(set(a)) > 1 for a in answers) / len(answers), 3),
                      "best": best, "worst": worst, "best - worst": round(gap["difference"], 3),
                      "ci95": f"[{gap['ci95'][0]:+.3f}, {gap['ci95'][1]:+.3f}]",
-                     "prompt-sensitive": gap["ci95"][0] > 0})
+                     "prompt-sensitive": gap["ci95"][0] > 0, "sensitive among answering prompts": content})
     return rows
