@@ -9,9 +9,11 @@ from promptgrad import methods
 from promptgrad.compare import Source, find_reusable
 from promptgrad.evaluation import Evaluation, summarize
 from promptgrad.results import Results, notebook_parameters
+from promptgrad.methods import examples_fingerprint
 from promptgrad.tasks import Example, Splits
 
-SETTINGS = {"steps": 4, "lr": [0.01]}
+TRAINED = {"steps": 4, "lr": [0.01]}  # a method's settings, as a notebook asks for them
+SETTINGS = {**TRAINED, "examples": examples_fingerprint(Splits([], [], []))}  # as the row keeps them
 HERE = {"MODEL": "m", "MAX_TOKENS": {"gsm8k": 8}}
 
 
@@ -54,6 +56,10 @@ def test_any_difference_refuses_the_row_and_says_why(tmp_path):
         (None, "trained with other settings")
     assert source.reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], {"MODEL": "other"}) == \
         (None, "differs: MODEL='m' (here 'other')")
+    assert source.reuse("gsm8k", "text prompt", "please reason step by step", None, ["t-0"],
+                        {"MAX_TOKENS": {"gsm8k": 16}})[1] == "no row for 'text prompt' on gsm8k"
+    assert source.reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], {"MAX_TOKENS": {"sst2": 8}}) == \
+        (None, "differs: MAX_TOKENS=None (here 8)")
     assert source.reuse("gsm8k", "EmbedGrad", None, SETTINGS, ["t-0"], HERE)[1] == "no row for 'EmbedGrad' on gsm8k"
     assert source.reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0", "t-9"], HERE)[1].startswith("1 of the 2 test")
     assert source.reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], HERE, protocol="forced")[1] == \
@@ -66,18 +72,22 @@ def test_a_source_without_parameters_is_never_reused(tmp_path):
     metrics = json.loads((source.dir / "metrics.json").read_text())
     del metrics["parameters"]
     (source.dir / "metrics.json").write_text(json.dumps(metrics))
-    assert Source(source.dir).reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], HERE)[0] is None
+    assert Source(source.dir).reuse("sst2", "EmbedGrad", None, SETTINGS, ["t-0"], HERE) == \
+        (None, "its metrics.json records no parameters (written by older code)")
 
 
 def test_find_reusable_says_where_each_row_comes_from(tmp_path):
     source = _source(tmp_path)
     test = [Example("q", "a", id=f"t-{i}") for i in range(3)]
     splits = {"sst2": Splits(train=[], dev=[], test=test)}
-    wanted = {("sst2", "EmbedGrad"): (None, SETTINGS), ("sst2", "PEFT prompt tuning"): (None, SETTINGS)}
+    wanted = {("sst2", "EmbedGrad"): (None, TRAINED), ("sst2", "PEFT prompt tuning"): (None, TRAINED)}
     found, decisions = find_reusable([source], splits, wanted, HERE)
     assert list(found) == [("sst2", "EmbedGrad")]
     assert [d["from"] for d in decisions] == ["01_embedgrad", "run here"]
     assert "no row for 'PEFT prompt tuning'" in decisions[1]["why not reused"]
+    other_train = {"sst2": Splits(train=[Example("q", "a", id="x")], dev=[], test=test)}  # learned from other rows
+    found, decisions = find_reusable([source], other_train, {("sst2", "EmbedGrad"): (None, TRAINED)}, HERE)
+    assert not found and "trained with other settings" in decisions[0]["why not reused"]
 
 
 def test_methods_are_chosen_by_name_with_a_suggestion():

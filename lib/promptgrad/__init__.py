@@ -22,7 +22,8 @@ from .gradsum import GradSum  # noqa: E402
 from . import methods, papers  # noqa: E402,F401
 from .tasks import Example, Splits, Task, for_tasks, get_task, make_splits, per_task, task_splits  # noqa: E402
 
-__all__ = ["EMBEDDED_MODEL", "EmbedGrad", "Engine", "Engines", "Evaluation", "Example", "Found", "GEPA", "GPO", "GradSum",
+__all__ = ["EMBEDDED_MODEL", "EmbedGrad", "Engine", "Engines", "Evaluation", "Example", "Found", "GEPA", "GPO",
+           "GradSum",
            "OpenAIEngine", "ResponseCache", "Results", "Splits", "Task", "TransformersEngine", "Usage",
            "describe_rows", "evaluate_prompt", "for_tasks", "get_task", "load_model",
            "make_engine", "make_splits", "notebook_parameters", "paired_difference", "per_task", "rank_rows",

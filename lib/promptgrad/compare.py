@@ -18,7 +18,7 @@ from .evaluation import Evaluation, summarize
 from .results import read_metrics, records_path
 from .tasks import per_task
 
-DECIDE_EVERY_ANSWER = ("MODEL", "SYSTEM_PROMPT", "MAX_TOKENS")  # notebook parameters compared for every row
+DECIDE_EVERY_ANSWER = ("MODEL", "SYSTEM_PROMPT", "MAX_TOKENS", "PLACEMENT")  # notebook parameters compared for every row
 
 
 class Source:
@@ -48,9 +48,9 @@ class Source:
             return None, f"no row for {method!r} on {task}"
         if settings is not None and row.get("settings") != json.loads(json.dumps(settings)):
             return None, "trained with other settings"
-        differ = [f"{k}={per_task(self.params.get(k), task, k, default=None)!r} (here {per_task(v, task, k, default=None)!r})"
-                  for k, v in here.items()
-                  if per_task(self.params.get(k), task, k, default=None) != per_task(v, task, k, default=None)]
+        theirs = {k: per_task(self.params.get(k), task, k, default=None) for k in here}
+        ours = {k: per_task(v, task, k, default=None) for k, v in here.items()}
+        differ = [f"{k}={theirs[k]!r} (here {ours[k]!r})" for k in here if theirs[k] != ours[k]]
         if differ:
             return None, "differs: " + ", ".join(differ)
         records = {r["id"]: r for r in map(json.loads, records_path(self.dir, task, row["method"], "test")
@@ -79,12 +79,18 @@ def sources(directories: list[str]) -> list[Source]:
 
 def find_reusable(sources: list[Source], splits: dict, wanted: dict, here: dict, protocol: str = "direct"):
     """For each ``(task, method) -> (prompt, settings)`` of ``wanted`` (prompt for a text
-    baseline, settings for a trained method), the first source row that ``Source.reuse`` accepts.
+    baseline, settings for a trained method: ``Method.settings()`` on that task; the fingerprint
+    of ``splits``' train and dev examples is added here), the first source row that
+    ``Source.reuse`` accepts.
     Returns ``{(task, method): (evaluation, row, source name)}`` and one decision per entry
     (where it came from, or why nothing was reused), to show."""
+    from .methods import examples_fingerprint
+
     found, decisions = {}, []
     for (task, method), (prompt, settings) in wanted.items():
         test_ids = [ex.id for ex in splits[task].test]
+        if settings is not None:  # a trained row must also have learned from these train and dev examples
+            settings = {**settings, "examples": examples_fingerprint(splits[task])}
         why = []
         for source in sources:
             evaluation, row = source.reuse(task, method, prompt, settings, test_ids, here, protocol)

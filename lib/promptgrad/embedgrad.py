@@ -567,11 +567,11 @@ class EmbedGrad(Method):
         seconds = result.log.seconds_per_step * steps
         trajectory = [{"step": i + 1, "prompt": None, "score": None, "loss": loss}
                       for i, loss in enumerate(result.log.losses)]
-        details = {"lr": result.learning_rate, "steps": steps, "seconds_per_step": round(result.log.seconds_per_step, 3),
-                   "train_seconds": round(seconds, 1)}
+        details = {"lr": result.learning_rate, "steps": steps,
+                   "seconds_per_step": round(result.log.seconds_per_step, 3), "train_seconds": round(seconds, 1)}
         return Found(self.name, task.name, result.soft, Usage(train_examples=steps * c.batch_size,
                                                               wall_seconds=seconds), trajectory, details, result,
-                     c.settings())
+                     c.run_settings(splits))
 
 
 # ---------------------------------------------------------------- one step, shown

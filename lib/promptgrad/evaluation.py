@@ -99,6 +99,12 @@ def answers_label(row: dict) -> str:
     return text + (", constant" if row.get("constant") else "")
 
 
+def shorten(text, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis (tables and figures)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def prompt_label(prompt) -> str:
     """The prompt as text for tables: the text itself, or a soft prompt's description."""
     return prompt if isinstance(prompt, str) else prompt.describe()

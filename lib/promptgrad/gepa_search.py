@@ -53,10 +53,6 @@ class _Logging:
         log.debug(" ".join(map(str, message)))
 
 
-def _since(now: Usage, before: Usage) -> Usage:
-    return Usage(*(a - b for a, b in zip(dataclasses.astuple(now), dataclasses.astuple(before))))
-
-
 class PromptAdapter(GEPAAdapter):
     """GEPA's adapter over our engines: ``evaluate`` answers a batch of :class:`Example` with the
     candidate's instruction as prompt, ``make_reflective_dataset`` turns the answers into GEPA's
@@ -98,7 +94,7 @@ class PromptAdapter(GEPAAdapter):
 
     def spent(self) -> Usage:
         """Both engines' spending since this adapter was made, plus earlier runs'."""
-        usage = sum((_since(e.usage, before) for e, before in self._before), Usage())
+        usage = sum((e.usage - before for e, before in self._before), Usage())
         usage.wall_seconds = time.perf_counter() - self._start
         return self.resumed + usage
 
@@ -174,7 +170,7 @@ class GEPA(Method):
         details = {"dev_accuracy": result.val_aggregate_scores[result.best_idx], "candidates": result.num_candidates,
                    "metric_calls": result.total_metric_calls}
         return Found(self.name, task.name, result.best_candidate[COMPONENT], adapter.resumed + usage, trajectory,
-                     details, run=result, settings=c.settings())
+                     details, run=result, settings=c.run_settings(splits))
 
 
 def _parents(result: GEPAResult, i: int) -> list[int]:

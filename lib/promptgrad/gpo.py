@@ -35,7 +35,7 @@ from typing import Callable
 
 from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage, metered
-from .evaluation import score_prompts
+from .evaluation import score_prompts, shorten
 from .extraction import marked_text
 from .methods import Found, Method
 from .tasks import Example, Task, per_task
@@ -495,14 +495,15 @@ class GPO(Method):
                              f"{c.exemplars} exemplars from it.")
         dev = splits.dev[:c.dev] if c.dev else splits.dev
         run = optimize(task, engines.loop, engines.optimizer, dev, splits.train[:c.exemplars],
-                       strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates, initial_prompt=c.initial_prompt,
-                       placement=c.placement, protocol=c.protocol, max_tokens=c.max_tokens,
-                       optimizer_max_tokens=c.optimizer_max_tokens, temperature=c.temperature, parse=c.parse,
-                       seed=c.seed, checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
+                       strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates,
+                       initial_prompt=c.initial_prompt, placement=c.placement, protocol=c.protocol,
+                       max_tokens=c.max_tokens, optimizer_max_tokens=c.optimizer_max_tokens,
+                       temperature=c.temperature, parse=c.parse, seed=c.seed,
+                       checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
         budget = sum((Usage(**u) for u in run.usage.values()), Usage())  # task model + optimizer, resumes included
         trajectory = [{"step": e["step"], "prompt": e["prompt"], "score": e["score"]} for e in run.trajectory]
         return Found(self.name, task.name, run.final["prompt"], budget, trajectory,
-                     {"dev_accuracy": run.final["score"]}, run, c.settings())
+                     {"dev_accuracy": run.final["score"]}, run, c.run_settings(splits))
 
 
 # ---------------------------------------------------------------- reporting
@@ -539,14 +540,11 @@ def step_tables(run: Run, width: int = 110) -> list[dict]:
     "outputs", "candidates"}`` (the last three as DataFrames)."""
     import pandas as pd
 
-    def cut(text):
-        text = " ".join(str(text).split())
-        return text if len(text) <= width else text[:width - 1] + "…"
-
     return [{"step": s["step"], "edit_limit": s["edit_limit"], "base_prompt": s["base_prompt"],
              "retrieved": pd.DataFrame(s["retrieved"]),
-             "outputs": pd.DataFrame({"optimizer output (raw)": [cut(o) for o in s["outputs"]]}),
-             "candidates": pd.DataFrame([{"candidate": cut(c["prompt"]), "edit_distance": c["edit_distance"],
+             "outputs": pd.DataFrame({"optimizer output (raw)": [shorten(o, width) for o in s["outputs"]]}),
+             "candidates": pd.DataFrame([{"candidate": shorten(c["prompt"], width),
+                                          "edit_distance": c["edit_distance"],
                                           "within_limit": c["within_limit"], "dev": c["score"],
                                           "chosen": c["prompt"] == s["chosen"] and s["moved"]}
                                          for c in s["candidates"]])}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
-from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, summarize
+from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, shorten, summarize
 from .extraction import PARSE_MODES, marked_text
 from .methods import Found, Method
 from .tasks import Example, Task
@@ -645,7 +645,7 @@ class GradSum(Method):
         trajectory = [{"step": h["iteration"], "prompt": h["beam"][0], "score": h["beam_scores"][0]}
                       for h in run.history]
         return Found(self.name, task.name, run.best_prompt, run.total_usage(), trajectory,
-                     {"dev_accuracy": run.beam[0]["score"]}, run, c.settings())
+                     {"dev_accuracy": run.beam[0]["score"]}, run, c.run_settings(splits))
 
 
 # ---------------------------------------------------------------- test-split evaluation
@@ -673,22 +673,19 @@ def iteration_tables(run: GradSumRun, width: int = 110) -> list[dict]:
     candidate with its validation score and the beam kept. One dict per iteration."""
     import pandas as pd
 
-    def cut(text):
-        text = " ".join(str(text).split())
-        return text if len(text) <= width else text[:width - 1] + "…"
-
     tables = []
     for h in run.history[1:]:
         prompts = []
         for f in h.get("feedback", []):
             prompts.append({"prompt": f["prompt"],
-                            "failed": pd.DataFrame([{"question": cut(x["question"]), "answer": cut(x["output"]),
-                                                     "judge": x["score"], "reasoning": cut(x["reasoning"])}
+                            "failed": pd.DataFrame([{"question": shorten(x["question"], width),
+                                                     "answer": shorten(x["output"], width), "judge": x["score"],
+                                                     "reasoning": shorten(x["reasoning"], width)}
                                                     for x in f.get("failed", [])]),
-                            "critiques": [cut(c) for c in f.get("critiques", [])],
-                            "feedback": [cut(c) for c in f.get("feedback", [])],
-                            "edits": [cut(c) for c in f.get("edits", [])]})
-        scored = pd.DataFrame([{"candidate": cut(c["prompt"]), "validation": c["score"],
+                            "critiques": [shorten(c, width) for c in f.get("critiques", [])],
+                            "feedback": [shorten(c, width) for c in f.get("feedback", [])],
+                            "edits": [shorten(c, width) for c in f.get("edits", [])]})
+        scored = pd.DataFrame([{"candidate": shorten(c["prompt"], width), "validation": c["score"],
                                 "kept in beam": c["prompt"] in h["beam"]} for c in h["candidates"]])
         tables.append({"iteration": h["iteration"], "prompts": prompts, "candidates": scored,
                        "beam": list(zip(h["beam"], h["beam_scores"]))})

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from .checkpoints import checkpoint_path
+from .checkpoints import checkpoint_path, fingerprint
 from .engines import Engine, Usage, metered
 from .evaluation import Evaluation, evaluate_prompt, score_prompts
 from .tasks import Splits, Task, per_task
@@ -75,8 +75,14 @@ class Found:
         ``tokens`` count calls the model answered; ``cache_hits``, calls the response cache
         answered (free here, paid on a first run)."""
         b = self.budget
-        return {"model_calls": b.model_calls, "cache_hits": b.cache_hits, "tokens": b.prompt_tokens + b.completion_tokens,
-                "train_examples": b.train_examples, "optimize_seconds": round(b.wall_seconds, 1), **self.details}
+        return {"model_calls": b.model_calls, "cache_hits": b.cache_hits,
+                "tokens": b.prompt_tokens + b.completion_tokens, "train_examples": b.train_examples,
+                "optimize_seconds": round(b.wall_seconds, 1), **self.details}
+
+
+def examples_fingerprint(splits: Splits) -> str:
+    """A fingerprint of the train and dev examples a method learns from and selects on."""
+    return fingerprint([e.id for e in splits.train], [e.id for e in splits.dev])
 
 
 class Method:
@@ -100,6 +106,11 @@ class Method:
     def settings(self) -> dict:
         """The settings as JSON-ready values (checkpoint fingerprints, metrics.json)."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    def run_settings(self, splits: Splits) -> dict:
+        """What decides a run on one task's splits: the settings and a fingerprint of the train and
+        dev examples (kept with each row, so another notebook reuses a row only when both match)."""
+        return {**self.settings(), "examples": examples_fingerprint(splits)}
 
     def checkpoint(self, directory: str | Path | None, task: Task, splits: Splits, engines: Engines,
                    suffix: str = ".json") -> Path | None:

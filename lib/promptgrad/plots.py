@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .evaluation import shorten
+
 sns.set_theme(style="whitegrid", context="notebook")
 
 
@@ -143,11 +145,6 @@ def answer_counts(rows: list[dict], top: int = 6):
 # ---------------------------------------------------------------- GPO (notebook 02)
 
 
-def _short(text: str, width: int = 48) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def gpo_trajectories(runs: list):
     """Dev score along each run (``gpo.Run``): the prompt chosen at each step (line, one marker per
     method, drawn side by side so none hides another) and every candidate (dots); each run's best
@@ -166,7 +163,7 @@ def gpo_trajectories(runs: list):
             best = run.final
             ax.plot([e["step"] + shift for e in run.trajectory], [e["score"] for e in run.trajectory],
                     marker=markers[run.method], color=color,
-                    label=f"{run.method} (best, step {best['step']}: {_short(best['prompt'], 40)})")
+                    label=f"{run.method} (best, step {best['step']}: {shorten(best['prompt'], 40)})")
             ax.scatter([s["step"] + shift for s in run.steps for _ in s["candidates"]],
                        [c["score"] for s in run.steps for c in s["candidates"]], s=14, alpha=0.5, color=color)
         ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -193,10 +190,10 @@ def gpo_edits(runs: list, schedule: str = "cosine", paper_steps: int = 18):
     runs = [r for r in runs if any(s["edit_limit"] is not None for s in r.steps)]
     fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(1 + 4.6 * max(1, len(runs)), 3.6), squeeze=False)
     for ax, run in zip(axes[0], runs):
-        total = len(run.steps)
         ax.plot(range(1, paper_steps + 1), schedule_of(paper_steps), ls=":", color="grey",
                 label=f"limit over GPO's {paper_steps} steps")
-        ax.plot(range(1, total + 1), schedule_of(total), marker="s", color="black", label="limit N_t here")
+        ax.plot([s["step"] for s in run.steps], [s["edit_limit"] for s in run.steps], marker="s", color="black",
+                label="limit N_t here")
         ax.scatter([s["step"] for s in run.steps for _ in s["candidates"]],
                    [c["edit_distance"] for s in run.steps for c in s["candidates"]], s=16, alpha=0.6,
                    label="candidates' word edit distance")

@@ -43,6 +43,9 @@ class Usage:
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
+    def __sub__(self, other: "Usage") -> "Usage":
+        return Usage(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
 
 @contextlib.contextmanager
 def metered(engine: "Engine") -> Iterator[Usage]:
@@ -53,8 +56,8 @@ def metered(engine: "Engine") -> Iterator[Usage]:
     try:
         yield spent
     finally:
-        for field in dataclasses.fields(Usage):
-            setattr(spent, field.name, getattr(engine.usage, field.name) - getattr(before, field.name))
+        for field, value in zip(dataclasses.fields(Usage), dataclasses.astuple(engine.usage - before)):
+            setattr(spent, field.name, value)
 
 
 class Engine:
