@@ -408,9 +408,6 @@ class GradSumRun:
         """Validation scores of the beam, per iteration (iteration 0: the initial prompt)."""
         return [h["beam_scores"] for h in self.history]
 
-    def best_curve(self) -> list[float]:
-        return [max(s) for s in self.beam_scores()]
-
     def total_usage(self) -> Usage:
         total = Usage()
         for u in self.usage.values():
@@ -663,7 +660,6 @@ def usage_by_role(trackers_and_runs) -> dict[str, dict]:
 
 # ---------------------------------------------------------------- notebook helpers
 
-ARMS = {"GRAD-SUM": True, "GRAD-SUM (no summarization)": False}
 
 
 def iteration_tables(run: GradSumRun, width: int = 110) -> list[dict]:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import time
 from typing import Iterator, Protocol
 
 import torch
 
 from ..cache import ResponseCache, cache_key
-
-log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
 

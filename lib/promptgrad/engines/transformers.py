@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import torch
 from tqdm.auto import tqdm
@@ -10,8 +9,6 @@ from tqdm.auto import tqdm
 from ..cache import ResponseCache
 from ..models import EMBEDDED_MODEL, load_model
 from .base import Conversation, Engine, first_tokens
-
-log = logging.getLogger(__name__)
 
 DECODERS = ("fast", "reference")
 
