@@ -137,9 +137,8 @@ def test_text_and_untrained_soft_prompt_decode_alike_whatever_the_generation_con
     """A model whose generation_config sets a repetition penalty (as Qwen2.5-Instruct's does):
     the penalty would act on a text prompt's ids and not on a soft prompt's embeddings; the
     engine states its decoding, so the untrained soft prompt answers as its text does."""
-    from tiny_models import tiny_model
-
     from promptgrad import TransformersEngine, evaluate_prompt
+    from promptgrad.dryrun import tiny_model
     from promptgrad.embedgrad import SoftPrompt
     from promptgrad.tasks import Example, get_task
 
@@ -164,8 +163,7 @@ def test_text_and_untrained_soft_prompt_decode_alike_whatever_the_generation_con
 
 
 def test_memory_is_estimated_from_the_config_before_loading(tmp_path):
-    from tiny_models import tiny_model
-
+    from promptgrad.dryrun import tiny_model
     from promptgrad.models import memory_estimate
 
     folder = tiny_model(tmp_path / "tiny-llama", "llama")

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from promptgrad.dryrun import LlamaServer
 from promptgrad.engines import OpenAIEngine
 from promptgrad.gepa_search import GEPA, PromptAdapter, frontier_table, reflective_record
 from promptgrad.methods import Engines
@@ -13,7 +14,6 @@ from promptgrad.models import EMBEDDED_MODEL
 from promptgrad.tasks import Example, Splits, get_task
 
 from fakes import ScriptedEngine
-from llama_server import LlamaServer
 
 TASK = get_task("bbh/navigate")  # yes/no answers
 WORD = "zebra"

@@ -4,13 +4,13 @@ them at any OpenAI-compatible endpoint. The task model is scripted, so the test 
 
 import pytest
 
+from promptgrad.dryrun import LlamaServer
 from promptgrad import gpo, gradsum
 from promptgrad.engines import OpenAIEngine
 from promptgrad.models import EMBEDDED_MODEL
 from promptgrad.tasks import Example, get_task
 
 from fakes import ScriptedEngine
-from llama_server import LlamaServer
 
 TASK = get_task("bbh/navigate")
 EXAMPLES = [Example(f"If you follow these instructions, do you return to the starting point? Take {n} steps. "

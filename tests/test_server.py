@@ -6,11 +6,11 @@ import socket
 
 import pytest
 
+from promptgrad.dryrun import LlamaServer
 from promptgrad import ResponseCache
 from promptgrad.engines import EngineError, OpenAIEngine
 from promptgrad.models import EMBEDDED_MODEL
 
-from llama_server import LlamaServer
 
 QUESTIONS = ["What is the capital of France?", "Name three fruits.", "What is 12 times 3?",
              "Give me a synonym for happy.", "What colour is the sky?", "Count from one to five."]

@@ -3,6 +3,7 @@
     python -m promptgrad.runner --profile cpu                  # all notebooks/NN_*.ipynb -> results/
     python -m promptgrad.runner --profile smoke --only 01 -p STEPS 5   # -> runs/smoke/
     python -m promptgrad.runner --profile paper --check        # every parameter checked, nothing run
+    python -m promptgrad.runner --profile paper --dry-run      # every notebook on stand-ins (promptgrad.dryrun)
     python -m promptgrad.runner --profile smoke --prepare-only --out build/smoke
 
 Parameters come from, in order: the notebook's own ``parameters`` cell (the ``cpu``
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: results/ for the cpu profile, runs/<profile>/ for the others")
     parser.add_argument("--check", action="store_true",
                         help="check every parameter, task, split size and model of the notebooks; run nothing")
+    parser.add_argument("--dry-run", nargs="?", type=int, const=4, default=None, metavar="ROWS",
+                        help="run on local stand-ins of every model, sizes cut to ROWS (default 4) rows and a few "
+                             "steps, into runs/<profile>-dry/ (see promptgrad.dryrun)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="write parameterized notebooks to --out without executing them (for nbval)")
     parser.add_argument("--out", type=Path, default=None)
@@ -180,10 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         paths = [p for p in paths if any(p.stem == o or p.stem.startswith(o) for o in args.only)]
         if not paths:
             raise SystemExit(f"No notebook matches {args.only} in {args.notebooks}.")
-    results = (args.results or default_results(args.profile)).resolve()
+    default = default_results(args.profile)
+    if args.dry_run is not None:
+        default = default.with_name(f"{args.profile}-dry")
+    results = (args.results or default).resolve()
     plans = [(p, resolve_parameters(p, args.profile, results, overrides, args.notebooks / "profiles"))
              for p in paths]  # every notebook's parameters checked before any runs
     plans = [(p, _point_reuse(p, params, results, overrides)) for p, params in plans]
+    if args.dry_run is not None:
+        return dry_run(plans, results, args.profile, args.dry_run)
     if args.check:
         return check([(p, {**declared_defaults(p), **params}) for p, params in plans])
     if args.prepare_only:
@@ -195,19 +204,24 @@ def main(argv: list[str] | None = None) -> int:
             papermill.execute_notebook(str(path), str(out_dir / path.name), parameters=params,
                                        cwd=str(path.parent), prepare_only=True, kernel_name="python3")
         return 0
+    return run_all(plans, results, args.profile)
+
+
+def run_all(plans: list[tuple[Path, dict]], results: Path, profile: str) -> int:
+    """Every notebook in turn, then a table of which failed and why; 1 when any failed."""
     results.mkdir(parents=True, exist_ok=True)
     runtimes_path = results / "runtimes.json"
     runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
     outcomes = []
     for path, params in plans:
         start = time.perf_counter()
-        failure = run_one(path, params, results, args.profile)
+        failure = run_one(path, params, results, profile)
         seconds = round(time.perf_counter() - start, 1)
         outcomes.append((path.stem, seconds, failure))
-        print(f"[{args.profile}] {path.stem}: {seconds:.0f} s" + (f", FAILED: {failure}" if failure else ""),
+        print(f"[{profile}] {path.stem}: {seconds:.0f} s" + (f", FAILED: {failure}" if failure else ""),
               flush=True)
         if failure is None:
-            runtimes[path.stem] = {"profile": args.profile, "wall_seconds": seconds}
+            runtimes[path.stem] = {"profile": profile, "wall_seconds": seconds}
             runtimes_path.write_text(json.dumps(runtimes, indent=1) + "\n")
     print(f"\n{'notebook':<20} {'seconds':>8}  outcome")
     for stem, seconds, failure in outcomes:
@@ -217,6 +231,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(failed)} of {len(outcomes)} notebooks failed; their earlier results in {results} are "
               f"untouched, their partial output is in {results / '.failed'}.")
     return 1 if failed else 0
+
+
+def dry_run(plans: list[tuple[Path, dict]], results: Path, profile: str, rows: int) -> int:
+    """The notebooks on stand-ins (``promptgrad.dryrun``): checked, then run with a llama.cpp
+    server on loopback answering for every OpenAI model."""
+    from .dryrun import LlamaServer, dry_parameters, free_port
+
+    port = free_port()
+    server = LlamaServer(results / "llama-server.log", port=port, n_ctx=4096, threads=min(4, os.cpu_count() or 1))
+    dry = []
+    for path, params in plans:
+        params, notes = dry_parameters(params, results / "stand-ins", server.url, rows)
+        declared = notebook_parameters(path)
+        if "CACHE_PATH" in declared:  # the real runs' cache and checkpoints stay clean
+            params["CACHE_PATH"] = str(results / "responses.sqlite")
+        if "CHECKPOINT_DIR" in declared:
+            params["CHECKPOINT_DIR"] = str(results / "checkpoints" / path.stem)
+        for note in notes:
+            print(f"[{profile} dry run] {path.stem}: {note}", flush=True)
+        dry.append((path, params))
+    if check([(p, {**declared_defaults(p), **params}) for p, params in dry]):
+        return 1
+    with server:
+        return run_all(dry, results, f"{profile} dry run")
 
 
 def _point_reuse(path: Path, params: dict, results: Path, overrides: dict) -> dict:
