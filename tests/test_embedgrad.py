@@ -132,6 +132,62 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(local_engine, sst2, tmp_
         train_soft_prompt(_soft(local_engine), local_engine, task, splits.train, cfg, checkpoint=path, stop_after=1)
 
 
+def test_a_finished_run_resumed_reports_the_time_it_took(local_engine, sst2, tmp_path):
+    task, splits = sst2
+    cfg = TrainConfig(steps=2, batch_size=2, lr=0.05)
+    path = tmp_path / "run.pt"
+    first = train_soft_prompt(_soft(local_engine), local_engine, task, splits.train, cfg, checkpoint=path)
+    again = train_soft_prompt(_soft(local_engine), local_engine, task, splits.train, cfg, checkpoint=path)
+    assert again.resumed_from == 2 and again.losses == first.losses
+    assert again.seconds == pytest.approx(first.seconds, rel=0.05) and again.seconds_per_step > 0
+
+
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_the_budget_counts_the_learning_rate_sweep(local_engine, data_dir, tmp_path, checkpoints):
+    """Two rates tried for one step each, then two steps at the better one: four training steps, or
+    three where the final run continues the sweep's checkpoint; the sweep's dev answers counted."""
+    from promptgrad import EmbedGrad, Engines
+
+    task, splits = get_task("sst2"), make_splits("sst2", 4, 3, 1, seed=0)
+    method = EmbedGrad(steps=2, batch_size=2, learning_rates=[0.01, 0.05], sweep_steps=1, max_tokens=2)
+    before = local_engine.usage.model_calls
+    found = method.optimize(task, splits, Engines(task=local_engine), tmp_path if checkpoints else None)
+    assert found.budget.train_examples == (3 if checkpoints else 4) * 2
+    assert found.budget.model_calls + found.budget.cache_hits == 2 * 3 == local_engine.usage.model_calls - before
+    assert found.budget.wall_seconds >= found.run.log.seconds > 0
+
+
+@pytest.mark.parametrize("peft", [False, True])
+def test_gradient_checkpointing_trains_the_same_prompt(data_dir, tmp_path, monkeypatch, peft):
+    """A large model trains with its activations recomputed in the backward pass: the same losses
+    and vectors as without, and the model as it was after (eval mode, no checkpointing)."""
+    from promptgrad import TransformersEngine
+    from promptgrad.dryrun import tiny_model
+    from promptgrad.embedgrad import train_peft_prompt_tuning
+
+    folder = tiny_model(tmp_path / "tiny-qwen2", "qwen2")
+    engine = TransformersEngine(str(folder))
+    task, splits = get_task("sst2"), make_splits("sst2", 6, 0, 1, seed=0)
+    cfg = TrainConfig(steps=3, batch_size=3, lr=0.05)
+    runs, calls = [], []
+    mlp = type(engine.hf_model.model.layers[0].mlp)  # counted by class: hooks do not see the recompute
+    monkeypatch.setattr(mlp, "forward", lambda self, x, forward=mlp.forward: calls.append(1) or forward(self, x))
+    for on in (False, True):
+        calls.clear()
+        if peft:
+            soft, log = train_peft_prompt_tuning(INIT, engine, task, splits.train, cfg, str(folder),
+                                                 gradient_checkpointing=on)
+        else:
+            soft = _soft(engine)
+            log = train_soft_prompt(soft, engine, task, splits.train, cfg, one_pass=True, gradient_checkpointing=on)
+        runs.append((soft.embeddings.detach().clone(), log.losses))
+        assert len(calls) == 2 * cfg.steps * (2 if on else 1)  # 2 layers; checkpointed, each runs again
+        assert not engine.hf_model.is_activation_checkpointing
+        assert not any(m.training for m in engine.hf_model.modules())
+    assert runs[0][1] == pytest.approx(runs[1][1], abs=1e-6)
+    assert torch.allclose(runs[0][0], runs[1][0], atol=1e-6)
+
+
 def test_targets_and_bad_parameters(data_dir, local_engine):
     gsm = get_task("gsm8k")
     example = gsm.pools()["test"][0]

@@ -11,6 +11,7 @@ penalty ``lambda * ||E - E0||^2`` and/or a per-token trust region ``||e_i - e0_i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,9 +26,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointError, corrupt
-from .engines import Usage
 from .evaluation import build_conversations
-from .methods import Found, Method
+from .methods import Found, Method, timed
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -222,9 +222,13 @@ class TrainConfig:
 @dataclasses.dataclass
 class TrainLog:
     losses: list[float]
-    seconds_per_step: float
+    seconds: float           # training wall time of every step in ``losses``, earlier sessions' included
     config: dict
     resumed_from: int = 0
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(1, len(self.losses))
 
 
 def batch_schedule(n_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -277,15 +281,42 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+@contextlib.contextmanager
+def checkpointed(model, on: bool):
+    """Gradient checkpointing while training, when ``on``: each layer's activations are recomputed
+    in the backward pass instead of kept (a large model trains in the memory of its weights and
+    one layer's activations). Only the layers are put in training mode (the switch transformers
+    checks), so no dropout turns on; the model is as it was after."""
+    if not on:
+        yield
+        return
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.training = False
+        model.activation_checkpointing_disable()
+
+
 def train_soft_prompt(soft: SoftPrompt, engine, task: Task, train: list[Example], config: TrainConfig,
                       checkpoint: str | Path | None = None, checkpoint_every: int = 10,
-                      desc: str = "EmbedGrad", stop_after: int | None = None, one_pass: bool = False) -> TrainLog:
+                      desc: str = "EmbedGrad", stop_after: int | None = None, one_pass: bool = False,
+                      gradient_checkpointing: bool = False) -> TrainLog:
     """Optimize ``soft`` on ``train``: AdamW on the k vectors, the model frozen.
 
     With ``checkpoint``, state is saved every ``checkpoint_every`` steps and a rerun
     resumes there with the same batches (``stop_after`` stops early, for tests). ``one_pass``:
-    gradients through the whole rows (``target_loss``), the slower way the benchmark compares with.
+    gradients through the whole rows (``target_loss``), the slower way the benchmark compares with;
+    ``gradient_checkpointing`` (:func:`checkpointed`) implies it (a checkpointed layer reads no
+    cached prefix).
     """
+    one_pass = one_pass or gradient_checkpointing
     model, tok = engine.hf_model, engine.tokenizer
     soft.to(model.device)
     texts, targets = encode_examples(engine, task, soft.slot_text(), train, soft.placement, config)
@@ -301,29 +332,31 @@ def train_soft_prompt(soft: SoftPrompt, engine, task: Task, train: list[Example]
             soft.embeddings.copy_(state["embeddings"])
         optimizer.load_state_dict(state["optimizer"])
         losses, first_step = state["losses"], state["step"]
+    earlier = state.get("seconds", 0.0) if state else 0.0
     start_time = time.perf_counter()
-    for step in tqdm(range(first_step, config.steps), desc=desc, initial=first_step, total=config.steps):
-        idx = schedule[step]
-        batch_texts, batch_targets = [texts[i] for i in idx], [targets[i] for i in idx]
-        loss = target_loss(model, soft.build_inputs(batch_texts, tok, model, batch_targets)) if one_pass else \
-            soft_prompt_loss(soft, batch_texts, batch_targets, tok, model)
-        total = loss + config.l2_penalty * (soft.embeddings - soft.start).pow(2).sum() if config.l2_penalty \
-            else loss
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        if config.trust_radius is not None:
-            project_to_ball(soft, config.trust_radius)
-        losses.append(float(loss.detach()))
-        done = step + 1
-        if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
-            _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
-                                         "embeddings": soft.embeddings.detach().cpu(),
-                                         "optimizer": optimizer.state_dict()})
-        if stop_after is not None and done >= stop_after:
-            break
-    ran = max(1, len(losses) - first_step)
-    return TrainLog(losses, (time.perf_counter() - start_time) / ran, dataclasses.asdict(config), first_step)
+    with checkpointed(model, gradient_checkpointing):
+        for step in tqdm(range(first_step, config.steps), desc=desc, initial=first_step, total=config.steps):
+            idx = schedule[step]
+            batch_texts, batch_targets = [texts[i] for i in idx], [targets[i] for i in idx]
+            loss = target_loss(model, soft.build_inputs(batch_texts, tok, model, batch_targets)) if one_pass else \
+                soft_prompt_loss(soft, batch_texts, batch_targets, tok, model)
+            total = loss + config.l2_penalty * (soft.embeddings - soft.start).pow(2).sum() if config.l2_penalty \
+                else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            if config.trust_radius is not None:
+                project_to_ball(soft, config.trust_radius)
+            losses.append(float(loss.detach()))
+            done = step + 1
+            if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
+                _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
+                                             "seconds": earlier + time.perf_counter() - start_time,
+                                             "embeddings": soft.embeddings.detach().cpu(),
+                                             "optimizer": optimizer.state_dict()})
+            if stop_after is not None and done >= stop_after:
+                break
+    return TrainLog(losses, earlier + time.perf_counter() - start_time, dataclasses.asdict(config), first_step)
 
 
 def soft_prompt_loss(soft: SoftPrompt, texts: list[str], targets: list[list[int]], tokenizer, model) \
@@ -388,12 +421,14 @@ def project_to_ball(soft: SoftPrompt, radius: float) -> None:
 def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Example], config: TrainConfig,
                              base_model_path: str, desc: str = "PEFT prompt tuning",
                              checkpoint: str | Path | None = None, checkpoint_every: int = 10,
-                             stop_after: int | None = None, peft_loss: bool = False) -> tuple[SoftPrompt, TrainLog]:
+                             stop_after: int | None = None, peft_loss: bool = False,
+                             gradient_checkpointing: bool = False) -> tuple[SoftPrompt, TrainLog]:
     """What users would pick instead: PEFT ``PromptTuningConfig(prompt_tuning_init=TEXT)``
     with the same init text, batches, steps and learning rate. PEFT prepends the vectors
     at position 0; the result is returned as a ``prefix`` SoftPrompt so it is evaluated by
     the same engine and protocol as everything else. ``peft_loss``: PEFT's own loss, logits on
-    every position (the slower way the benchmark compares with)."""
+    every position (the slower way the benchmark compares with). ``gradient_checkpointing``: as in
+    :func:`train_soft_prompt`."""
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
     model, tok = engine.hf_model, engine.tokenizer
@@ -417,39 +452,41 @@ def train_peft_prompt_tuning(init_text: str, engine, task: Task, train: list[Exa
             prompt_weight.copy_(state["embeddings"])
         optimizer.load_state_dict(state["optimizer"])
         losses, first_step = state["losses"], state["step"]
+    earlier = state.get("seconds", 0.0) if state else 0.0
     start_time = time.perf_counter()
     try:
-        for step in tqdm(range(first_step, config.steps), desc=desc, initial=first_step, total=config.steps):
-            idx = schedule[step]
-            seqs = [prompt_ids[i] + targets[i] for i in idx]
-            length = max(map(len, seqs))
-            input_ids = torch.full((len(idx), length), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(input_ids)
-            labels = torch.full_like(input_ids, -100)
-            for row, (i, seq) in enumerate(zip(idx, seqs)):
-                input_ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-                labels[row, len(prompt_ids[i]):len(seq)] = torch.tensor(targets[i])
-            inputs = input_ids.to(model.device), mask.to(model.device), labels.to(model.device)
-            loss = peft_model(input_ids=inputs[0], attention_mask=inputs[1], labels=inputs[2]).loss if peft_loss \
-                else peft_target_loss(peft_model, model, *inputs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            done = step + 1
-            if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
-                _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
-                                             "embeddings": prompt_weight.detach().cpu(),
-                                             "optimizer": optimizer.state_dict()})
-            if stop_after is not None and done >= stop_after:
-                break
+        with checkpointed(model, gradient_checkpointing):
+            for step in tqdm(range(first_step, config.steps), desc=desc, initial=first_step, total=config.steps):
+                idx = schedule[step]
+                seqs = [prompt_ids[i] + targets[i] for i in idx]
+                length = max(map(len, seqs))
+                input_ids = torch.full((len(idx), length), tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros_like(input_ids)
+                labels = torch.full_like(input_ids, -100)
+                for row, (i, seq) in enumerate(zip(idx, seqs)):
+                    input_ids[row, :len(seq)] = torch.tensor(seq)
+                    mask[row, :len(seq)] = 1
+                    labels[row, len(prompt_ids[i]):len(seq)] = torch.tensor(targets[i])
+                inputs = input_ids.to(model.device), mask.to(model.device), labels.to(model.device)
+                loss = peft_model(input_ids=inputs[0], attention_mask=inputs[1], labels=inputs[2]).loss if peft_loss \
+                    else peft_target_loss(peft_model, model, *inputs)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                done = step + 1
+                if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
+                    _save_checkpoint(ckpt_path, {"config_hash": expected, "step": done, "losses": losses,
+                                                 "seconds": earlier + time.perf_counter() - start_time,
+                                                 "embeddings": prompt_weight.detach().cpu(),
+                                                 "optimizer": optimizer.state_dict()})
+                if stop_after is not None and done >= stop_after:
+                    break
         with torch.no_grad():
             soft.embeddings.copy_(peft_model.get_prompt_embedding_to_save("default").float())
     finally:
         peft_model.unload() if hasattr(peft_model, "unload") else None
-    seconds = (time.perf_counter() - start_time) / max(1, len(losses) - first_step)
-    return soft, TrainLog(losses, seconds, dataclasses.asdict(config), first_step)
+    return soft, TrainLog(losses, earlier + time.perf_counter() - start_time, dataclasses.asdict(config), first_step)
 
 
 def peft_target_loss(peft_model, model, input_ids, mask, labels) -> torch.Tensor:
@@ -476,12 +513,22 @@ class Fit:
     log: TrainLog
     learning_rate: float
     sweep: list[dict]          # one row per learning rate: dev accuracy after the short run
+    runs: list[TrainLog]       # every distinct training run, the sweep's included (its budget)
+
+    @property
+    def train_steps(self) -> int:
+        return sum(len(run.losses) for run in self.runs)
+
+    @property
+    def train_seconds(self) -> float:
+        """Training and the sweep's dev scoring."""
+        return sum(run.seconds for run in self.runs) + sum(row["dev_seconds"] for row in self.sweep)
 
 
 def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example], config: TrainConfig,
         learning_rates: list[float], sweep_steps: int, init_text: str, placement: str = "after",
         base_model_path: str | None = None, checkpoint_dir: str | Path | None = None,
-        max_tokens: int | None = None) -> Fit:
+        max_tokens: int | None = None, gradient_checkpointing: bool = False) -> Fit:
     """Choose the learning rate on the dev split, then train with it.
 
     Each rate gets a short run of ``sweep_steps``; the rate with the best dev accuracy (ties:
@@ -497,28 +544,35 @@ def fit(method: str, engine, task: Task, train: list[Example], dev: list[Example
     if not learning_rates:
         raise ValueError("learning_rates must name at least one rate.")
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    runs: dict[object, TrainLog] = {}  # by checkpoint: the final run continues the sweep's at its rate
 
     def train_once(lr: float, steps: int, tag: str) -> tuple[SoftPrompt, TrainLog]:
         run = dataclasses.replace(config, lr=lr, steps=steps)
         label = f"{method} {task.name} lr={lr:g}{tag}"
         path = ckpt / f"{task.name.replace('/', '_')}_lr{lr:g}.pt" if ckpt else None
         if method == "peft":
-            return train_peft_prompt_tuning(init_text, engine, task, train, run, base_model_path, desc=label,
-                                            checkpoint=path)
-        soft = SoftPrompt(init_text, engine.tokenizer, engine.hf_model, placement, engine.model)
-        return soft, train_soft_prompt(soft, engine, task, train, run, checkpoint=path, desc=label)
+            soft, log = train_peft_prompt_tuning(init_text, engine, task, train, run, base_model_path, desc=label,
+                                                 checkpoint=path, gradient_checkpointing=gradient_checkpointing)
+        else:
+            soft = SoftPrompt(init_text, engine.tokenizer, engine.hf_model, placement, engine.model)
+            log = train_soft_prompt(soft, engine, task, train, run, checkpoint=path, desc=label,
+                                    gradient_checkpointing=gradient_checkpointing)
+        runs[path or len(runs)] = log
+        return soft, log
 
     sweep = []
     for lr in learning_rates:
         if len(learning_rates) == 1:
             break
         soft, log = train_once(lr, sweep_steps, " (sweep)")
+        start = time.perf_counter()
         dev_eval = evaluate_prompt(engine, task, soft, dev, max_tokens=max_tokens, desc=f"dev lr={lr:g}")
         sweep.append({"method": method, "task": task.name, "lr": lr, "steps": sweep_steps,
-                      "dev_accuracy": dev_eval.summary["accuracy"], "final_loss": log.losses[-1]})
+                      "dev_accuracy": dev_eval.summary["accuracy"], "final_loss": log.losses[-1],
+                      "dev_seconds": time.perf_counter() - start})
     best = max(sweep, key=lambda r: (r["dev_accuracy"], -r["lr"]))["lr"] if sweep else learning_rates[0]
     soft, log = train_once(best, config.steps, "")
-    return Fit(soft, log, best, sweep)
+    return Fit(soft, log, best, sweep, list(runs.values()))
 
 
 # ---------------------------------------------------------------- the method contract
@@ -534,6 +588,7 @@ class EmbedGrad(Method):
     examples (steps x batch) and training wall time."""
 
     PER_TASK = ("steps", "batch_size", "max_tokens")
+    HOW = ("gradient_checkpointing",)
 
     peft: bool = False
     initial_prompt: str = "please reason step by step"
@@ -547,6 +602,7 @@ class EmbedGrad(Method):
     gsm8k_target: str = "rationale"
     max_tokens: int | dict | None = None   # answer budget of the dev sweep
     seed: int = 0
+    gradient_checkpointing: bool = False   # less memory, more compute; the same training
 
     @property
     def name(self) -> str:
@@ -559,19 +615,20 @@ class EmbedGrad(Method):
         config = TrainConfig(steps=c.steps, batch_size=c.batch_size, l2_penalty=c.l2_penalty,
                              trust_radius=c.trust_radius, seed=c.seed, gsm8k_target=c.gsm8k_target)
         engine = engines.task
-        result = fit("peft" if c.peft else "embedgrad", engine, task, splits.train, splits.dev, config,
-                     list(c.learning_rates), c.sweep_steps, c.initial_prompt, c.placement,
-                     local_model_path(engine.model), c.checkpoint(checkpoint_dir, task, splits, engines, suffix=""),
-                     c.max_tokens)
+        result, spent = timed([engine], lambda: fit(
+            "peft" if c.peft else "embedgrad", engine, task, splits.train, splits.dev, config,
+            list(c.learning_rates), c.sweep_steps, c.initial_prompt, c.placement, local_model_path(engine.model),
+            c.checkpoint(checkpoint_dir, task, splits, engines, suffix=""), c.max_tokens, c.gradient_checkpointing))
         steps = len(result.log.losses)
-        seconds = result.log.seconds_per_step * steps
         trajectory = [{"step": i + 1, "prompt": None, "score": None, "loss": loss}
                       for i, loss in enumerate(result.log.losses)]
         details = {"lr": result.learning_rate, "steps": steps,
-                   "seconds_per_step": round(result.log.seconds_per_step, 3), "train_seconds": round(seconds, 1)}
-        return Found(self.name, task.name, result.soft, Usage(train_examples=steps * c.batch_size,
-                                                              wall_seconds=seconds), trajectory, details, result,
-                     c.run_settings(splits))
+                   "seconds_per_step": round(result.log.seconds_per_step, 3),
+                   "train_seconds": round(result.log.seconds, 1)}
+        # the budget: every training run (the sweep's too) and the sweep's dev scoring, earlier sessions included
+        budget = dataclasses.replace(spent, train_examples=result.train_steps * c.batch_size,
+                                     wall_seconds=result.train_seconds)
+        return Found(self.name, task.name, result.soft, budget, trajectory, details, result, c.run_settings(splits))
 
 
 # ---------------------------------------------------------------- one step, shown

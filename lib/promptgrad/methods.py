@@ -91,6 +91,7 @@ class Method:
 
     name: ClassVar[str] = ""
     PER_TASK: ClassVar[tuple[str, ...]] = ()
+    HOW: ClassVar[tuple[str, ...]] = ()  # fields that change how a run computes, not what it finds
 
     def for_task(self, task: Task):
         """This method's settings for one task: each per-task dict field resolved."""
@@ -104,8 +105,10 @@ class Method:
         return dataclasses.replace(self, initial_prompt=prompt)
 
     def settings(self) -> dict:
-        """The settings as JSON-ready values (checkpoint fingerprints, metrics.json)."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        """The settings as JSON-ready values (checkpoint fingerprints, metrics.json), ``HOW`` fields
+        left out (a checkpoint or a row is the same run with them or without)."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.HOW}
+        return json.loads(json.dumps(settings, default=str))
 
     def run_settings(self, splits: Splits) -> dict:
         """What decides a run on one task's splits: the settings and a fingerprint of the train and

@@ -7,7 +7,7 @@ safetensors under the promptgrad cache so later loads take half a second.
 
 from __future__ import annotations
 
-import functools
+import gc
 import importlib.util
 import os
 from pathlib import Path
@@ -99,18 +99,41 @@ def memory_estimate(name: str, dtype: str) -> dict:
     return {"parameters": params, "gib": params * torch.finfo(getattr(torch, dtype)).bits / 8 / 2**30}
 
 
+_LOADED: dict[tuple[str, str, str], tuple] = {}  # (name, device, dtype) -> (model, tokenizer)
+
+
 def load_model(name: str = EMBEDDED_MODEL, device: str | None = None, dtype: str | None = None):
-    """Load (model, tokenizer) once per process; frozen, in eval mode.
+    """Load (model, tokenizer) once per process (until :func:`release_model`); frozen, in eval mode.
 
     ``name`` is ``EMBEDDED_MODEL``, a hub id (needs internet or a hub cache) or a local folder;
-    ``dtype`` None: ``default_dtype`` of the device.
+    ``dtype`` None: ``default_dtype`` of the device. Before another model than the embedded one
+    loads, its weights' size is printed (from its config).
     """
     check_model_name(name)
     device = device or default_device()
-    return _load_model(name, device, dtype or default_dtype(device))
+    key = (name, device, dtype or default_dtype(device))
+    if key not in _LOADED:
+        if name != EMBEDDED_MODEL:
+            try:
+                size = memory_estimate(name, key[2])
+                print(f"Loading {name} on {device}: {size['parameters'] / 1e9:.2f}B parameters, "
+                      f"{size['gib']:.1f} GiB of weights in {key[2]}", flush=True)
+            except Exception:  # noqa: BLE001 - no config to read: the load itself says why
+                pass
+        _LOADED[key] = _load_model(*key)
+    return _LOADED[key]
 
 
-@functools.cache
+def release_model(name: str) -> None:
+    """Forget a loaded model (on every device and dtype) and free its memory once nothing else
+    holds it: a study over model sizes keeps one size in memory at a time."""
+    for key in [k for k in _LOADED if k[0] == name]:
+        del _LOADED[key]
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _load_model(name: str, device: str, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

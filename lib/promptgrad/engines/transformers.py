@@ -36,6 +36,13 @@ class TransformersEngine(Engine):
         self.hf_model, self.tokenizer = load_model(model, device, dtype)
         self.end_token_ids = end_token_ids(self.hf_model, self.tokenizer)
 
+    def release(self) -> None:
+        """Free this engine's model (``models.release_model``); the engine is unusable after."""
+        from ..models import release_model
+
+        self.hf_model = None
+        release_model(self.model)
+
     def render(self, conversation: Conversation) -> str:
         """The chat template applied, ready for the assistant's turn."""
         return self.tokenizer.apply_chat_template(self.prepare(conversation), tokenize=False, add_generation_prompt=True)
