@@ -46,6 +46,8 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(data_dir, tmp_path, caps
         assert (tmp_path / stem / f"{stem}.ipynb").is_file()
         dry = dry_parameters(_paper(stem, tmp_path), tmp_path / "stand-ins", "http://x")[0]
         assert {r["task"] for r in rows[stem]} == set(dry.get("TASKS") or dry["N_TEST"]), stem
+    assert {r["scored_by"] for r in rows["03_gradsum"]} == {"judge"}  # the paper's test scores are its judge's
+    assert all("exact_accuracy" in r for r in rows["03_gradsum"] if r["task"] not in ("mt_bench", "vicuna_bench"))
     methods = {r["method"] for r in rows["04_head_to_head"]}
     assert set(_paper("04_head_to_head", tmp_path)["METHODS"]) <= methods
     scale = (tmp_path / "01_embedgrad" / "scale.csv").read_text().splitlines()

@@ -107,3 +107,20 @@ def test_results_follow_the_schema(tmp_path):
     assert row["n"] == 3 and math.isclose(row["accuracy"], 1 / 3)
     assert (tmp_path / "00_demo" / "table.md").read_text().startswith("| task")
     assert len((tmp_path / "00_demo" / "records" / "bbh_navigate__text__test.jsonl").read_text().splitlines()) == 3
+
+
+def test_answers_cut_at_their_token_budget_are_counted(local_engine, data_dir):
+    """The embedded model asked to explain, with 6 tokens to do it in: every answer is cut there;
+    asked nothing, with 256 tokens, its answers end on their own. An engine that cannot
+    count tokens (a served model) reports no rate rather than a wrong one."""
+    task = get_task("sst2")
+    examples = [Example("Review: a gorgeous, witty, seductive movie.", "positive", id="0"),
+                Example("Review: the plot is nothing but boilerplate clichés.", "negative", id="1")]
+    prompt = "Explain your reasoning in detail, then answer."
+    short = evaluate_prompt(local_engine, task, prompt, examples, max_tokens=6)
+    assert [r["truncated"] for r in short.records] == [True, True] and short.summary["truncation_rate"] == 1.0
+    brief = evaluate_prompt(local_engine, task, "", examples, max_tokens=256)  # no instruction: a shorter answer
+    lengths = local_engine.count_tokens([r["output"] for r in brief.records])
+    assert max(lengths) < 255 and [r["truncated"] for r in brief.records] == [False, False]
+    served = evaluate_prompt(ScriptedEngine(lambda c, i: "positive"), task, prompt, examples, max_tokens=6)
+    assert [r["truncated"] for r in served.records] == [None, None] and served.summary["truncation_rate"] is None

@@ -253,6 +253,23 @@ def test_judge_only_mode_on_an_open_task():
     assert evaluation.summary["n"] == 2 and evaluation.summary["accuracy"] == 1.0
 
 
+def test_the_test_split_scored_by_the_judge_as_the_paper_does_with_exact_match_beside_it():
+    """A judge that passes every answer: the judge's accuracy is 1.0, exact match of the same answers
+    (the prompt gets questions 0-1 right, the rest wrong) is told beside it."""
+    from promptgrad.methods import score_on_test
+
+    task, examples = make_task("number")
+    engine = Scripted(judge=lambda text: "Fine.\nScore: 1")
+    prompt = "{question} ++"  # answers questions 0 and 1 right
+    scored = score_on_test(engine, task, {"p": prompt}, examples[:4], judge=engine, scored_by="judge")["p"]
+    assert scored.summary["scored_by"] == "judge" and scored.summary["accuracy"] == 1.0
+    assert scored.summary["exact_accuracy"] == 0.5 and [r["exact"] for r in scored.records] == [1, 1, 0, 0]
+    exact = score_on_test(engine, task, {"p": prompt}, examples[:4])["p"]
+    assert exact.summary["scored_by"] == "exact" and exact.summary["accuracy"] == 0.5
+    with pytest.raises(ValueError, match="scored_by"):
+        score_on_test(engine, task, {"p": prompt}, examples[:4], scored_by="gold")
+
+
 def test_agreement_between_judge_and_exact_match():
     task, examples = make_task()
     result = run(Scripted(), task, examples, iterations=1)

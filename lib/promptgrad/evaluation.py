@@ -66,7 +66,20 @@ def summarize(records: list[dict]) -> dict:
     return {"n": n, "correct": correct, "accuracy": correct / n if n else float("nan"),
             "ci95": list(wilson_interval(correct, n)), "format_failures": failures,
             "format_failure_rate": failures / n if n else float("nan"),
-            "accuracy_parsed": correct / parsed if parsed else float("nan"), **answer_profile(records)}
+            "accuracy_parsed": correct / parsed if parsed else float("nan"),
+            "truncation_rate": truncation_rate(records), **answer_profile(records)}
+
+
+def truncated(engine: Engine, outputs: list[str], max_tokens: int) -> list[bool | None]:
+    """Whether each answer ran into its token budget: its text re-tokenized reaches the budget
+    less one (stripping a text can lose a token); None where the engine cannot count tokens."""
+    return [None if n is None else n >= max_tokens - 1 for n in engine.count_tokens(outputs)]
+
+
+def truncation_rate(records: list[dict]) -> float | None:
+    """The share of answers cut at their token budget (None where no engine could tell)."""
+    known = [r["truncated"] for r in records if r.get("truncated") is not None]
+    return sum(known) / len(known) if known else None
 
 
 def answer_profile(records: list[dict], top: int = 10) -> dict:
@@ -160,20 +173,21 @@ def score_prompts(engine: Engine, task: Task, prompts: dict[str, object], exampl
             final = [o[0] for o in engine.chat(follow_ups, max_tokens=32, soft_prompt=soft, desc=desc)]
         for k, name in enumerate(names):
             part = slice(k * len(examples), (k + 1) * len(examples))
-            evaluations[name] = _scored(task, examples, conversations[part], first[part], final[part], protocol)
+            evaluations[name] = _scored(task, examples, conversations[part], first[part], final[part], protocol,
+                                        truncated(engine, first[part], max_tokens))
     return {name: evaluations[name] for name in prompts}
 
 
-def _scored(task: Task, examples, conversations, first, final, protocol: str) -> Evaluation:
+def _scored(task: Task, examples, conversations, first, final, protocol: str, cut: list[bool | None]) -> Evaluation:
     records = []
-    for ex, conv, out, fin in zip(examples, conversations, first, final):
+    for ex, conv, out, fin, was_cut in zip(examples, conversations, first, final, cut):
         parsed = task.extract(fin, ex)
         record = {"id": ex.id, "input": conv[0]["content"], "output": out, "parsed": parsed, "gold": ex.target,
-                  "correct": parsed is not None and parsed == ex.target}
+                  "correct": parsed is not None and parsed == ex.target, "truncated": was_cut}
         if protocol == "forced":
             record["forced_output"] = fin
         records.append(record)
-    return Evaluation(records, summarize(records))
+    return Evaluation(records, {**summarize(records), "scored_by": "exact"})
 
 
 def sample_records(evaluations: dict[str, Evaluation], k: int = 2, seed: int = 0, width: int = 160):
@@ -196,8 +210,10 @@ def describe_rows(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         lo, hi = r["ci95"]
+        cut = r.get("truncation_rate")
         lines.append(f"- {r['task']} · {r['method']}: accuracy {r['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, "
-                     f"n={r['n']}), format failures {r['format_failure_rate']:.1%}")
+                     f"n={r['n']}), format failures {r['format_failure_rate']:.1%}"
+                     + (f", answers cut at their token budget {cut:.1%}" if cut is not None else ""))
     return "\n".join(lines) + "\n\n" + rank_rows(rows)
 
 

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
-from .evaluation import DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, shorten, summarize
+from .evaluation import (DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, shorten, summarize,
+                         truncated)
 from .extraction import PARSE_MODES, marked_text
 from .methods import Found, Method
 from .tasks import Example, Task
@@ -374,10 +375,16 @@ def evaluate_with_judge(generator: Engine, judge: Engine, task: Task, prompt: st
     ``accuracy`` is the mean judge score; unparseable verdicts are the format failures."""
     scored = score_prompt(generator, judge, task, prompt, examples, criteria=criteria, max_tokens=max_tokens,
                           judge_max_tokens=judge_max_tokens, tracker=tracker)
+    cut = truncated(generator, scored.outputs, max_tokens or DEFAULT_MAX_TOKENS[task.kind])
     records = [{"id": ex.id, "input": task.format(ex, prompt), "output": out, "parsed": v.score, "gold": ex.target,
-                "correct": v.score == 1, "judge_reasoning": v.reasoning}
-               for ex, out, v in zip(examples, scored.outputs, scored.verdicts)]
-    return Evaluation(records, summarize(records))
+                "correct": v.score == 1, "judge_reasoning": v.reasoning, "truncated": was_cut}
+               for ex, out, v, was_cut in zip(examples, scored.outputs, scored.verdicts, cut)]
+    summary = {**summarize(records), "scored_by": "judge"}
+    if task.has_answers:  # exact match of the same answers, beside the judge's verdicts
+        for record, ex in zip(records, examples):
+            record["exact"] = task.extract(record["output"], ex) == ex.target
+        summary["exact_accuracy"] = sum(r["exact"] for r in records) / len(records) if records else float("nan")
+    return Evaluation(records, summary)
 
 
 # ---------------------------------------------------------------- beam search

@@ -142,13 +142,17 @@ def timed(engines: list[Engine], run):
 
 def score_on_test(engine: Engine, task: Task, prompts: dict[str, object], test: list, *, placement: str = "after",
                   protocol: str = "direct", max_tokens: int | None = None, judge: Engine | None = None,
-                  criteria: str | None = None, judge_max_tokens: int = 96, desc: str | None = None) \
-        -> dict[str, Evaluation]:
+                  criteria: str | None = None, judge_max_tokens: int = 96, scored_by: str = "exact",
+                  desc: str | None = None) -> dict[str, Evaluation]:
     """Every named prompt (text, template, or soft) scored on ``test`` with one engine and one
     protocol. Tasks with answers: exact match after the protocol's answer turn(s); text prompts go
     in one call, so a fast engine reads each question once. Tasks without answers (open
-    questions): ``judge``'s verdicts, as GRAD-SUM scores them."""
-    if not task.has_answers:
+    questions): ``judge``'s verdicts, as GRAD-SUM scores them. ``scored_by="judge"``: the judge
+    scores every task, as GRAD-SUM's paper does, with exact match of the same answers beside it
+    (``exact_accuracy``) where the task has answers. Each summary says which (``scored_by``)."""
+    if scored_by not in ("exact", "judge"):
+        raise ValueError(f'scored_by must be "exact" or "judge", got {scored_by!r}.')
+    if scored_by == "judge" or not task.has_answers:
         if judge is None:
             raise ValueError(f"Task '{task.name}' has no reference answers: pass a judge engine to score it.")
         from .gradsum import evaluate_with_judge

@@ -68,8 +68,10 @@ class Results:
         s = evaluation.summary
         row = {"task": task, "method": method, "prompt": prompt_label(prompt), "split": split, "n": s["n"],
                "accuracy": s["accuracy"], "ci95": s["ci95"], "format_failure_rate": s["format_failure_rate"],
-               "accuracy_parsed": s["accuracy_parsed"], **{k: s[k] for k in PROFILE_KEYS},
-               "chance": chance_accuracy(task, evaluation.records), **extra}
+               "accuracy_parsed": s["accuracy_parsed"], "truncation_rate": s.get("truncation_rate"),
+               **{k: s[k] for k in PROFILE_KEYS},
+               "chance": chance_accuracy(task, evaluation.records),
+               **{k: s[k] for k in ("scored_by", "exact_accuracy") if k in s}, **extra}
         self.rows = [r for r in self.rows if (r["task"], r["method"], r["split"]) != (task, method, split)]
         self.rows.append(row)
         path = records_path(self.dir, task, method, split)

@@ -140,6 +140,11 @@ class Engine:
 
     supports_soft_prompts = False
 
+    def count_tokens(self, texts: list[str]) -> list[int | None]:
+        """Each text's length in this model's tokens; None where the engine has no tokenizer at hand
+        (an OpenAI-compatible server)."""
+        return [None] * len(texts)
+
     def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
         raise NotImplementedError
 

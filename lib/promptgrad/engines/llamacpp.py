@@ -47,6 +47,9 @@ class LlamaCppEngine(Engine):
         self.usage.completion_tokens += usage.get("completion_tokens", 0)
         return response["choices"][0]["message"]["content"] or ""
 
+    def count_tokens(self, texts: list[str]) -> list[int | None]:
+        return [len(self.llm.tokenize(t.encode(), add_bos=False, special=False)) for t in texts]
+
     def _each(self, conversations, desc):
         return tqdm(conversations, desc=desc or "llama.cpp", disable=len(conversations) < 8, leave=False)
 

@@ -36,6 +36,9 @@ class TransformersEngine(Engine):
         self.hf_model, self.tokenizer = load_model(model, device, dtype)
         self.end_token_ids = end_token_ids(self.hf_model, self.tokenizer)
 
+    def count_tokens(self, texts: list[str]) -> list[int | None]:
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids] if texts else []
+
     def release(self) -> None:
         """Free this engine's model (``models.release_model``); the engine is unusable after."""
         from ..models import release_model
