@@ -124,3 +124,19 @@ def test_answers_cut_at_their_token_budget_are_counted(local_engine, data_dir):
     assert max(lengths) < 255 and [r["truncated"] for r in brief.records] == [False, False]
     served = evaluate_prompt(ScriptedEngine(lambda c, i: "positive"), task, prompt, examples, max_tokens=6)
     assert [r["truncated"] for r in served.records] == [None, None] and served.summary["truncation_rate"] is None
+
+
+def test_the_forced_protocol_gives_each_turn_its_own_budget(data_dir):
+    """GPO's code gives the answer turn 256 tokens and the turn forcing the format 100."""
+    budgets = []
+
+    class Recording(ScriptedEngine):
+        def _generate(self, conversations, *, max_tokens, **kwargs):
+            budgets.append(max_tokens)
+            return super()._generate(conversations, max_tokens=max_tokens, **kwargs)
+
+    task = get_task("bbh/navigate")
+    examples = [Example("Take 1 step. Turn around. Take 1 step.\nOptions:\n- Yes\n- No", "yes", id="0")]
+    evaluation = evaluate_prompt(Recording(lambda c, i: "Yes"), task, "Think.", examples, protocol="forced",
+                                 max_tokens=256, forced_max_tokens=100)
+    assert budgets == [256, 100] and evaluation.records[0]["correct"]

@@ -19,6 +19,7 @@ from .tasks import Example, Task
 DEFAULT_MAX_TOKENS = {"number": 256, "choice": 64, "text": 48, "brackets": 48, "open": 384,
                       "yesno": 48, "validity": 48, "truefalse": 48, "sentiment": 24}
 PROTOCOLS = ("direct", "forced")
+FORCED_MAX_TOKENS = 32  # the forced answer turn's budget (our CPU choice; GPO's code: 100)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -138,19 +139,21 @@ def follow_up(conversation: list[dict], answer: str, question: str) -> list[dict
 
 
 def evaluate_prompt(engine: Engine, task: Task, prompt, examples: list[Example], *, placement: str = "after",
-                    protocol: str = "direct", max_tokens: int | None = None, desc: str | None = None) -> Evaluation:
+                    protocol: str = "direct", max_tokens: int | None = None, forced_max_tokens: int = FORCED_MAX_TOKENS,
+                    desc: str | None = None) -> Evaluation:
     """Score a prompt (text, or a soft prompt from ``promptgrad.embedgrad``) on examples.
 
     protocol ``direct``: one turn, extraction on the answer. ``forced`` (GPO's): the answer
-    turn, then a second turn with the task's answer-format sentence; extraction on that.
+    turn (``max_tokens``), then a second turn with the task's answer-format sentence
+    (``forced_max_tokens``; GPO's code gives 256 and 100); extraction on that.
     """
     return score_prompts(engine, task, {"prompt": prompt}, examples, placement=placement, protocol=protocol,
-                         max_tokens=max_tokens, desc=desc)["prompt"]
+                         max_tokens=max_tokens, forced_max_tokens=forced_max_tokens, desc=desc)["prompt"]
 
 
 def score_prompts(engine: Engine, task: Task, prompts: dict[str, object], examples: list[Example], *,
                   placement: str = "after", protocol: str = "direct", max_tokens: int | None = None,
-                  desc: str | None = None) -> dict[str, Evaluation]:
+                  forced_max_tokens: int = FORCED_MAX_TOKENS, desc: str | None = None) -> dict[str, Evaluation]:
     """``evaluate_prompt`` for several prompts on the same examples. The text prompts go to the
     engine in one call, so a fast engine reads each question once for all of them; each soft
     prompt is a call of its own."""
@@ -170,7 +173,7 @@ def score_prompts(engine: Engine, task: Task, prompts: dict[str, object], exampl
         final = first
         if protocol == "forced":
             follow_ups = [follow_up(c, out, task.answer_format) for c, out in zip(conversations, first)]
-            final = [o[0] for o in engine.chat(follow_ups, max_tokens=32, soft_prompt=soft, desc=desc)]
+            final = [o[0] for o in engine.chat(follow_ups, max_tokens=forced_max_tokens, soft_prompt=soft, desc=desc)]
         for k, name in enumerate(names):
             part = slice(k * len(examples), (k + 1) * len(examples))
             evaluations[name] = _scored(task, examples, conversations[part], first[part], final[part], protocol,

@@ -1,7 +1,8 @@
 """GPO: an LLM as prompt optimizer, with an update direction and an update method.
 
-Reproduces RUCAIBox/GPO ("Unleashing the Potential of Large Language Models as Prompt
-Optimizers"); what is known of the release is in ``shared/SPEC.md`` section 2.
+Reproduces GPO ("Unleashing the Potential of Large Language Models as Prompt Optimizers",
+code released as RUCAIBox/GPO); where we follow the release and where we differ is in
+``docs/methods.md``.
 
 One optimization loop, three strategies (``STRATEGIES``):
 
@@ -35,7 +36,7 @@ from typing import Callable
 
 from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage, metered
-from .evaluation import score_prompts, shorten
+from .evaluation import FORCED_MAX_TOKENS, score_prompts, shorten
 from .extraction import marked_text
 from .methods import Found, Method
 from .tasks import Example, Task, per_task
@@ -342,7 +343,8 @@ def _fingerprint(examples: list[Example]) -> str:
 def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: list[Example],
              exemplars: list[Example], *, strategy: str | Strategy = "GPO", steps: int = 18, candidates: int = 8,
              initial_prompt: str = INITIAL_PROMPT, placement: str = "after", protocol: str = "forced",
-             max_tokens: int | None = None, optimizer_max_tokens: int = 256, temperature: float = 1.0,
+             max_tokens: int | None = None, forced_max_tokens: int = FORCED_MAX_TOKENS,
+             optimizer_max_tokens: int = 256, temperature: float = 1.0,
              parse: str = "strict", seed: int = 0, checkpoint: str | Path | None = None,
              stop_after_steps: int | None = None,
              on_step: Callable[[dict], None] | None = None,
@@ -364,7 +366,8 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         raise ValueError("The dev split is empty; GPO scores candidates on it.")
     config = {"task": task.name, "strategy": dataclasses.asdict(strategy), "steps": steps, "candidates": candidates,
               "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
-              "max_tokens": max_tokens, "optimizer_max_tokens": optimizer_max_tokens, "temperature": temperature,
+              "max_tokens": max_tokens, "forced_max_tokens": forced_max_tokens,
+              "optimizer_max_tokens": optimizer_max_tokens, "temperature": temperature,
               "parse": parse, "seed": seed, "dev": _fingerprint(dev), "exemplars": _fingerprint(exemplars),
               "task_model": task_engine.model, "optimizer_model": optimizer_engine.model}
     path = Path(checkpoint) if checkpoint else None
@@ -382,7 +385,8 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         if todo:
             with metered(task_engine) as spent:
                 found = score_prompts(task_engine, task, {p: p for p in todo}, dev, placement=placement,
-                                      protocol=protocol, max_tokens=max_tokens, desc=f"{strategy.name} dev")
+                                      protocol=protocol, max_tokens=max_tokens, forced_max_tokens=forced_max_tokens,
+                                      desc=f"{strategy.name} dev")
             _accumulate(state["usage"]["task"], spent)
             scores.update({p: ev.summary["accuracy"] for p, ev in found.items()})
         return scores[prompts[-1]]
@@ -460,6 +464,7 @@ class GPO(Method):
     placement: str = "after"
     protocol: str = "forced"
     max_tokens: int | dict | None = None
+    forced_max_tokens: int = FORCED_MAX_TOKENS  # the forced answer turn (GPO's code: 100)
     optimizer_max_tokens: int = 256
     temperature: float = 1.0
     parse: str = "strict"
@@ -497,7 +502,8 @@ class GPO(Method):
         run = optimize(task, engines.loop, engines.optimizer, dev, splits.train[:c.exemplars],
                        strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates,
                        initial_prompt=c.initial_prompt, placement=c.placement, protocol=c.protocol,
-                       max_tokens=c.max_tokens, optimizer_max_tokens=c.optimizer_max_tokens,
+                       max_tokens=c.max_tokens, forced_max_tokens=c.forced_max_tokens,
+                       optimizer_max_tokens=c.optimizer_max_tokens,
                        temperature=c.temperature, parse=c.parse, seed=c.seed,
                        checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
         budget = sum((Usage(**u) for u in run.usage.values()), Usage())  # task model + optimizer, resumes included

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from .checkpoints import checkpoint_path, fingerprint
 from .engines import Engine, Usage, metered
-from .evaluation import Evaluation, evaluate_prompt, score_prompts
+from .evaluation import FORCED_MAX_TOKENS, Evaluation, evaluate_prompt, score_prompts
 from .tasks import Splits, Task, per_task
 
 
@@ -143,7 +143,7 @@ def timed(engines: list[Engine], run):
 def score_on_test(engine: Engine, task: Task, prompts: dict[str, object], test: list, *, placement: str = "after",
                   protocol: str = "direct", max_tokens: int | None = None, judge: Engine | None = None,
                   criteria: str | None = None, judge_max_tokens: int = 96, scored_by: str = "exact",
-                  desc: str | None = None) -> dict[str, Evaluation]:
+                  forced_max_tokens: int = FORCED_MAX_TOKENS, desc: str | None = None) -> dict[str, Evaluation]:
     """Every named prompt (text, template, or soft) scored on ``test`` with one engine and one
     protocol. Tasks with answers: exact match after the protocol's answer turn(s); text prompts go
     in one call, so a fast engine reads each question once. Tasks without answers (open
@@ -162,10 +162,11 @@ def score_on_test(engine: Engine, task: Task, prompts: dict[str, object], test: 
     texts = {n: p for n, p in prompts.items() if isinstance(p, str)}
     distinct = dict.fromkeys(texts.values())  # a prompt two methods found is scored once
     by_text = score_prompts(engine, task, {p: p for p in distinct}, test, placement=placement, protocol=protocol,
-                            max_tokens=max_tokens, desc=desc or f"{task.name} test") if distinct else {}
+                            max_tokens=max_tokens, forced_max_tokens=forced_max_tokens,
+                            desc=desc or f"{task.name} test") if distinct else {}
     return {name: by_text[prompt] if isinstance(prompt, str) else
             evaluate_prompt(engine, task, prompt, test, protocol=protocol, max_tokens=max_tokens,
-                            desc=f"{task.name} / {name}")
+                            forced_max_tokens=forced_max_tokens, desc=f"{task.name} / {name}")
             for name, prompt in prompts.items()}
 
 
