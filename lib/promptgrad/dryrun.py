@@ -14,7 +14,7 @@ Before renting a GPU or paying for an API, this runs every notebook of a profile
   whole split, ``None``, too), steps and iterations to 2, epochs to 1, candidates, beams and
   children to 2, answer and optimizer budgets to 64 tokens, GEPA's metric calls to 40;
   settings left ``None`` (each task's own steps, the default answer budget) stay ``None``;
-- a task list keeps one task per benchmark (``mmlu/...``, ``gpo/bbh/...``), and a task whose
+- a task list keeps one task per benchmark (BBH, MMLU, GSM8K...), and a task whose
   data only the hub has is dropped, with a note.
 
 It proves that the notebooks and the library run with the profile's settings, models and
@@ -187,11 +187,12 @@ def scaled(name: str, value, rows: int):
 
 def one_per_benchmark(names: list[str]) -> tuple[list[str], list[str]]:
     """(kept, notes): the first task of each benchmark whose data is here offline."""
+    from .papers import benchmark_of
     from .tasks import DataNotFoundError, get_task
 
     kept, families, notes = [], set(), []
     for name in names:
-        family = name.rsplit("/", 1)[0] if "/" in name else name
+        family = benchmark_of(name)
         if family in families:
             continue
         try:
