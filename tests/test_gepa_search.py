@@ -152,4 +152,6 @@ def test_gepa_with_a_served_reflection_model(served):
     assert served.usage.model_calls >= 1
     assert found.budget.model_calls == task_model.usage.model_calls + served.usage.model_calls
     assert found.details["metric_calls"] >= 8 and found.details["candidates"] >= 1
-    assert isinstance(found.prompt, str)
+    best = max(s["score"] for s in found.trajectory)  # the prompt found: a candidate with the best dev score
+    assert found.details["dev_accuracy"] == best
+    assert found.prompt in [s["prompt"] for s in found.trajectory if s["score"] == best]

@@ -83,4 +83,14 @@ def test_head_to_head_reuses_the_quickstart_rows_from_its_metrics_alone():
 
 
 def test_gepa_saved_its_candidates():
-    assert sorted((Path(RESULTS) / "04_head_to_head").glob("gepa_candidates_*.csv"))
+    """Per task, GEPA's candidate pool: the seed first (no parent, found before any metric call),
+    then its children, each with its parents, dev score and the examples it is best on."""
+    import pandas as pd
+
+    folder = Path(RESULTS) / "04_head_to_head"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for task in {r["task"] for r in metrics["rows"] if r["method"] == "GEPA"}:
+        pool = pd.read_csv(folder / f"gepa_candidates_{task.replace('/', '_')}.csv")
+        assert list(pool.columns) == ["index", "parents", "val_score", "best_on", "metric_calls_at_discovery", "prompt"]
+        assert (pool.loc[0, "parents"], pool.loc[0, "metric_calls_at_discovery"]) == ("[]", 0)
+        assert pool["val_score"].between(0, 1).all()
