@@ -366,3 +366,32 @@ def test_table5_means_each_benchmark_apart():
     assert table.loc["CoT", "ours: bbh/snarks"] == 70.0
     assert pd.isna(table.loc["GPO", "ours: BBH mean (2 tasks)"])  # a mean over part of the tasks is no mean
     assert table.loc["GPO", "paper BBH"] == 35.43
+
+
+def test_the_demand_before_a_run_is_what_the_run_asks_when_every_candidate_is_new():
+    """``GPO.demand`` (what ``promptgrad.plan`` adds up): the start and every candidate answered on
+    dev in two turns, ``candidates`` optimizer samples per step. Three fresh candidates a step: the
+    run asks exactly that; a duplicate makes it ask less, never more."""
+    from promptgrad.tasks import Splits
+
+    method = gpo.GPO(steps=3, candidates=3, max_tokens=16, forced_max_tokens=8, optimizer_max_tokens=32)
+    demand = method.demand(TASK, Splits(train=EXEMPLARS, dev=DEV, test=[]))
+    fresh = [wrap("A", "B", "C"), wrap("D", "E", "F"), wrap("G", "H", "I")]
+    run, _, _ = run_scripted(fresh, {}, max_tokens=16, optimizer_max_tokens=32)
+    assert demand["loop"].calls == run.usage["task"]["model_calls"] == 2 * N_DEV * (1 + 3 * 3)
+    assert demand["optimizer"].calls == run.usage["optimizer"]["model_calls"] == 9
+    assert demand["loop"].completion_tokens == N_DEV * 10 * (16 + 8) and demand["optimizer"].completion_tokens == 9 * 32
+    repeated, _, _ = run_scripted([wrap("A", "A", "B")] * 3, {}, max_tokens=16)
+    assert repeated.usage["task"]["model_calls"] < demand["loop"].calls
+
+
+def test_the_plan_of_the_paper_profile_counts_what_gpo_asks(data_dir, capsys):
+    from promptgrad import plan
+    from promptgrad.tasks import make_splits
+
+    assert plan.main(["--profile", "paper", "--only", "02", "-p", "TASKS", '["gpo/bbh/navigate"]']) == 0
+    out = capsys.readouterr().out
+    dev = len(make_splits("gpo/bbh/navigate", 3, None, None, seed=0).dev)
+    loop = next(line for line in out.splitlines() if "| loop " in line).replace(",", "")
+    assert re.search(rf"\|\s*{3 * dev * (1 + gpo.steps_for(48) * 8) * 2}\s*\|", loop)  # GPO, OPRO, APE
+    assert "gpt-3.5-turbo" in out and "API dollars at most about" in out

@@ -270,6 +270,26 @@ def test_the_test_split_scored_by_the_judge_as_the_paper_does_with_exact_match_b
         score_on_test(engine, task, {"p": prompt}, examples[:4], scored_by="gold")
 
 
+def test_the_demand_before_a_run_is_what_a_run_of_failures_asks():
+    """``GradSum.demand``: with every answer failing and every child new, a run with a beam of one
+    asks exactly that of each role (answers, verdicts; critiques, summaries and edits); with a
+    summary the editor writes ``children`` per prompt, without one an edit per critique."""
+    from promptgrad.tasks import Splits
+
+    task, examples = make_task("number")
+    for summarize in (True, False):
+        counter = iter(range(1000))
+        engine = Scripted(judge=lambda text: "Wrong.\nScore: 0",
+                          editor=lambda p, f, n: [f"<prompt>{{question}} v{next(counter)}</prompt>" for _ in range(n)])
+        method = gradsum.GradSum(summarize=summarize, beam=1, children=2, iterations=2, minibatch=4, max_failures=3)
+        demand = method.demand(task, Splits(train=examples[:4], dev=examples[4:10], test=[]))
+        result = run(engine, task, examples, beam=1, children=2, iterations=2, minibatch=4, max_failures=3,
+                     summarize=summarize, initial_prompt="{question}\nAnswer.")
+        used = {role: u.model_calls for role, u in result.usage.items()}
+        assert demand["loop"].calls == used["generation"] and demand["judge"].calls == used["judge"]
+        assert demand["optimizer"].calls == used["gradient"] + used["summary"] + used["editor"]
+
+
 def test_agreement_between_judge_and_exact_match():
     task, examples = make_task()
     result = run(Scripted(), task, examples, iterations=1)

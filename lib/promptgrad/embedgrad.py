@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointError, corrupt
-from .evaluation import build_conversations
-from .methods import Found, Method, timed
+from .evaluation import DEFAULT_MAX_TOKENS, build_conversations
+from .methods import Demand, Found, Method, answering, timed
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -629,6 +629,14 @@ class EmbedGrad(Method):
         budget = dataclasses.replace(spent, train_examples=result.train_steps * c.batch_size,
                                      wall_seconds=result.train_seconds)
         return Found(self.name, task.name, result.soft, budget, trajectory, details, result, c.run_settings(splits))
+
+    def demand(self, task: Task, splits, loop_judge=None) -> dict:
+        """Training examples (steps x batch, the sweep's short runs too) and the sweep's dev answers,
+        all on the task model."""
+        c = self.for_task(task)
+        sweep = len(c.learning_rates) if len(c.learning_rates) > 1 else 0
+        dev = answering(sweep * len(splits.dev), c.max_tokens or DEFAULT_MAX_TOKENS[task.kind])
+        return {"task": dev + Demand(train_examples=(c.steps + sweep * c.sweep_steps) * c.batch_size)}
 
 
 # ---------------------------------------------------------------- one step, shown

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -34,8 +35,8 @@ from gepa import EvaluationBatch, GEPAAdapter, GEPAResult
 from gepa import optimize as gepa_optimize
 
 from .engines import Usage
-from .evaluation import score_prompts
-from .methods import Engines, Found, Method, timed
+from .evaluation import DEFAULT_MAX_TOKENS, FORCED_MAX_TOKENS, score_prompts
+from .methods import Demand, Engines, Found, Method, answering, timed
 from .tasks import Example, Splits, Task
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,19 @@ class GEPA(Method):
                    "metric_calls": result.total_metric_calls}
         return Found(self.name, task.name, result.best_candidate[COMPONENT], adapter.resumed + usage, trajectory,
                      details, run=result, settings=c.run_settings(splits))
+
+    def demand(self, task: Task, splits: Splits, loop_judge=None) -> dict:
+        """``max_metric_calls`` rollouts and one iteration's overshoot (parent and child on a
+        minibatch, the child on dev); a reflection per iteration, each iteration at least two
+        minibatches of rollouts."""
+        c = self.for_task(task)
+        dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
+        rollouts = c.max_metric_calls + 2 * c.minibatch + dev
+        loop = answering(rollouts, c.max_tokens or DEFAULT_MAX_TOKENS[task.kind])
+        if c.protocol == "forced":
+            loop = loop + answering(rollouts, FORCED_MAX_TOKENS)
+        reflections = math.ceil(max(0, c.max_metric_calls - dev) / (2 * c.minibatch)) + 1
+        return {"loop": loop, "optimizer": answering(reflections, c.reflection_max_tokens), "judge": Demand()}
 
 
 def _parents(result: GEPAResult, i: int) -> list[int]:

@@ -36,9 +36,9 @@ from typing import Callable
 
 from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage, metered
-from .evaluation import FORCED_MAX_TOKENS, score_prompts, shorten
+from .evaluation import DEFAULT_MAX_TOKENS, FORCED_MAX_TOKENS, score_prompts, shorten
 from .extraction import marked_text
-from .methods import Found, Method
+from .methods import Demand, Found, Method, answering
 from .tasks import Example, Task, per_task
 
 log = logging.getLogger(__name__)
@@ -510,6 +510,18 @@ class GPO(Method):
         trajectory = [{"step": e["step"], "prompt": e["prompt"], "score": e["score"]} for e in run.trajectory]
         return Found(self.name, task.name, run.final["prompt"], budget, trajectory,
                      {"dev_accuracy": run.final["score"]}, run, c.run_settings(splits))
+
+    def demand(self, task: Task, splits, loop_judge=None) -> dict:
+        """Every dev answer of the start and of each candidate (two turns each when forced), and
+        ``candidates`` optimizer samples per step."""
+        c = self.for_task(task)
+        dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
+        answers = dev * (1 + c.steps_on(task) * c.candidates)
+        loop = answering(answers, c.max_tokens or DEFAULT_MAX_TOKENS[task.kind])
+        if c.protocol == "forced":
+            loop = loop + answering(answers, c.forced_max_tokens)
+        return {"loop": loop, "optimizer": answering(c.steps_on(task) * c.candidates, c.optimizer_max_tokens),
+                "judge": Demand()}
 
 
 # ---------------------------------------------------------------- reporting

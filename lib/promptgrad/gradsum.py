@@ -36,7 +36,7 @@ from .engines import Engine, Usage, metered
 from .evaluation import (DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, shorten, summarize,
                          truncated)
 from .extraction import PARSE_MODES, marked_text
-from .methods import Found, Method
+from .methods import Demand, Found, Method, answering
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -650,6 +650,27 @@ class GradSum(Method):
                       for h in run.history]
         return Found(self.name, task.name, run.best_prompt, run.total_usage(), trajectory,
                      {"dev_accuracy": run.beam[0]["score"]}, run, c.run_settings(splits))
+
+    def demand(self, task: Task, splits, loop_judge=None) -> dict:
+        """Per iteration and beam prompt: a minibatch answered and judged, a critique per failure
+        (at most ``max_failures``), a summary and ``children`` edits (the ablation: an edit per
+        critique); each child answered and judged on dev; the start too. Every answer failing is
+        the most a run can ask; an unparseable verdict may add one more short judge turn."""
+        c = self.for_task(task)
+        dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
+        batch = min(c.minibatch, len(splits.train))
+        failures = batch if c.max_failures is None else min(c.max_failures, batch)
+        per_prompt = {"answers": batch + c.children * dev, "critiques": failures,
+                      "summaries": 1 if c.summarize else 0, "edits": c.children if c.summarize else failures}
+        prompts = c.beam * c.iterations
+        answers = dev + prompts * per_prompt["answers"]
+        budget = c.max_tokens or DEFAULT_MAX_TOKENS[task.kind]
+        judged = not (loop_judge == EXACT_JUDGE and task.has_answers)
+        optimizer = (answering(prompts * per_prompt["critiques"], c.gradient_max_tokens)
+                     + answering(prompts * per_prompt["summaries"], c.summary_max_tokens)
+                     + answering(prompts * per_prompt["edits"], c.editor_max_tokens))
+        return {"loop": answering(answers, budget), "optimizer": optimizer,
+                "judge": answering(answers, c.judge_max_tokens) if judged else Demand()}
 
 
 # ---------------------------------------------------------------- test-split evaluation

@@ -80,6 +80,24 @@ class Found:
                 "optimize_seconds": round(b.wall_seconds, 1), **self.details}
 
 
+@dataclasses.dataclass
+class Demand:
+    """What a run asks of one role, at most: model calls (samples counted one by one), the tokens
+    those calls may write (each call's budget), and training examples (the embedding methods)."""
+
+    calls: int = 0
+    completion_tokens: int = 0
+    train_examples: int = 0
+
+    def __add__(self, other: "Demand") -> "Demand":
+        return Demand(self.calls + other.calls, self.completion_tokens + other.completion_tokens,
+                      self.train_examples + other.train_examples)
+
+
+def answering(calls: int, budget: int) -> Demand:
+    return Demand(calls, calls * budget)
+
+
 def examples_fingerprint(splits: Splits) -> str:
     """A fingerprint of the train and dev examples a method learns from and selects on."""
     return fingerprint([e.id for e in splits.train], [e.id for e in splits.dev])
@@ -125,6 +143,11 @@ class Method:
 
     def optimize(self, task: Task, splits: Splits, engines: Engines, checkpoint_dir: str | Path | None = None) \
             -> Found:
+        raise NotImplementedError
+
+    def demand(self, task: Task, splits: Splits, loop_judge: str | None = None) -> dict[str, Demand]:
+        """What :meth:`optimize` asks of each role (``loop``, ``optimizer``, ``judge``, ``task``) at
+        most, before it runs (``promptgrad.plan``)."""
         raise NotImplementedError
 
 

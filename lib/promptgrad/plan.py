@@ -1,0 +1,261 @@
+"""Plan before paying: what a profile's notebooks will ask of each model, before anything loads.
+
+    python -m promptgrad.plan --profile paper
+    python -m promptgrad.plan --profile paper --only 02 --tokens-per-second 2500
+
+Per notebook and role (``task``: the test answers and the embedding methods' training; ``loop``:
+the task model inside the text optimizers; ``optimizer``; ``judge``; ``second``: notebook 04's
+transfer model), the model and, at most, the calls it will answer and the tokens they may write:
+
+- the test split answered by every prompt the notebook scores (two turns each where the protocol
+  forces the answer format; an LLM judge's verdict on each where the test is judged);
+- each method's own demand (``Method.demand``): every candidate answered, every answer failing
+  where failures ask for more (GRAD-SUM's critiques), GEPA's overshoot of its budget;
+- the training examples of EmbedGrad and PEFT prompt tuning.
+
+Calls and completion tokens are upper bounds: deduplicated candidates, answers that end before
+their budget and responses already in the cache all make the real run cheaper. Prompt tokens are
+estimated for answering calls only (the questions as formatted, by the embedded model's
+tokenizer, a stand-in for each model's own); the prompts of optimizer and judge calls are not
+estimated. Dollars use ``PRICES`` for the OpenAI models named there; GPU hours appear only with a
+measured ``--tokens-per-second`` (of completion tokens, for your model on your card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+from pathlib import Path
+
+from .methods import Demand, answering
+
+# USD per million tokens (input, output): OpenAI's published list prices when this table was
+# written (2025-06); check them before relying on a total.
+PRICES = {"gpt-3.5-turbo": (0.50, 1.50), "gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60)}
+PRICES_DATE = "2025-06"
+ROLE_MODELS = {"task": "MODEL", "loop": "LOOP_MODEL", "optimizer": "OPTIMIZER_MODEL", "judge": "JUDGE_MODEL",
+               "second": "SECOND_MODEL"}
+
+
+@functools.cache
+def question_tokens(task_name: str) -> float:
+    """Mean tokens of the task's test questions as formatted (up to 200 of them), by the embedded
+    model's tokenizer."""
+    from .models import EMBEDDED_MODEL, local_model_path
+    from .tasks import get_task, make_splits
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path(EMBEDDED_MODEL))
+    task = get_task(task_name)
+    rows = make_splits(task, 0, 0, None, seed=0).test[:200]
+    return statistics.fmean(len(tokenizer(task.format(e), add_special_tokens=False).input_ids) for e in rows)
+
+
+def _scoring(task, rows: int, prompts: int, params: dict, protocol: str = "direct",
+             judged: bool = False) -> dict[str, Demand]:
+    """Every prompt answering the test rows once (twice when forced), judged where ``judged``
+    (a judged answer is one turn)."""
+    from .evaluation import DEFAULT_MAX_TOKENS, FORCED_MAX_TOKENS
+    from .tasks import per_task
+
+    budget = per_task(params.get("MAX_TOKENS"), task, default=None) or DEFAULT_MAX_TOKENS[task.kind]
+    calls = rows * prompts
+    out = {"task": answering(calls, budget)}
+    if protocol == "forced" and not judged:
+        out["task"] = out["task"] + answering(calls, params.get("FORCED_MAX_TOKENS", FORCED_MAX_TOKENS))
+    if judged:
+        out["judge"] = answering(calls, params.get("JUDGE_MAX_TOKENS", 96))
+    return out
+
+
+def _add(total: dict, task_name: str, demands: dict[str, Demand]) -> None:
+    for role, demand in demands.items():
+        if demand.calls or demand.train_examples:
+            total.setdefault(role, {}).setdefault(task_name, Demand())
+            total[role][task_name] = total[role][task_name] + demand
+
+
+def notebook_demand(stem: str, params: dict, missing: list[str] | None = None) -> dict[str, dict[str, Demand]]:
+    """role -> task -> Demand for one notebook with resolved parameters; tasks whose data is not
+    here are named in ``missing``."""
+    from . import EmbedGrad, GPO, GradSum
+    from .checks import SIZE_NAMES, size_parameters
+    from .tasks import DataNotFoundError, get_task, make_splits, per_task
+
+    total: dict[str, dict[str, Demand]] = {}
+    sizes = size_parameters(params)
+    for name in params["TASKS"]:
+        task = get_task(name)
+        try:
+            splits = make_splits(task, seed=params.get("SEED", 0),
+                                 **{arg: per_task(v, task, SIZE_NAMES[arg][0]) for arg, v in sizes.items()})
+        except DataNotFoundError:
+            (missing if missing is not None else []).append(f"{stem}: {name}")
+            continue
+        rows = len(splits.test)
+        if stem.startswith("00"):
+            _add(total, name, _scoring(task, rows, len(params["PROMPTS"]), params))
+        elif stem.startswith("01"):
+            settings = dict(steps=params["STEPS"], batch_size=params["BATCH_SIZE"],
+                            learning_rates=params["LEARNING_RATES"], sweep_steps=params["SWEEP_STEPS"],
+                            max_tokens=params["MAX_TOKENS"])
+            for method in (EmbedGrad(**settings), EmbedGrad(peft=True, **settings)):
+                _add(total, name, method.demand(task, splits))
+            _add(total, name, _scoring(task, rows, 3, params))
+        elif stem.startswith("02"):
+            for strategy in params["METHODS"]:
+                method = GPO(strategy=strategy, steps=params["STEPS"], epochs=params["EPOCHS"], batch=params["BATCH"],
+                             candidates=params["CANDIDATES"], max_tokens=params["MAX_TOKENS"],
+                             forced_max_tokens=params["FORCED_MAX_TOKENS"],
+                             optimizer_max_tokens=params["OPTIMIZER_MAX_TOKENS"])
+                _add(total, name, method.demand(task, splits))
+            _add(total, name, _scoring(task, rows, 1 + len(params["METHODS"]), params, "forced"))
+        elif stem.startswith("03"):
+            settings = dict(beam=params["BEAM"], children=params["CHILDREN"], iterations=params["ITERATIONS"],
+                            minibatch=params["MINIBATCH"], max_tokens=params["MAX_TOKENS"],
+                            judge_max_tokens=params["JUDGE_MAX_TOKENS"],
+                            gradient_max_tokens=params["GRADIENT_MAX_TOKENS"],
+                            summary_max_tokens=params["SUMMARY_MAX_TOKENS"],
+                            editor_max_tokens=params["EDITOR_MAX_TOKENS"], max_failures=params["MAX_FAILURES"])
+            for method in (GradSum(**settings), GradSum(summarize=False, **settings)):
+                _add(total, name, method.demand(task, splits, params["LOOP_JUDGE"]))
+            judged = params.get("TEST_SCORED_BY") == "judge" or not task.has_answers
+            _add(total, name, _scoring(task, rows, 3, params, params["PROTOCOL"], judged))
+        elif stem.startswith("04"):
+            methods = _head_to_head_methods(params)
+            hybrid = name in (params.get("HYBRID_TASKS") or [])  # EmbedGrad once more, from GPO's prompt
+            for method in methods + ([methods[params["METHODS"].index("EmbedGrad")]] if hybrid else []):
+                _add(total, name, method.demand(task, splits, params["LOOP_JUDGE"]))
+            text_methods = [m for m in params["METHODS"] if m not in ("EmbedGrad", "PEFT prompt tuning")]
+            _add(total, name, _scoring(task, rows, 3 + len(methods) + hybrid, params, params["PROTOCOL"]))
+            if params.get("SECOND_MODEL"):
+                second = _scoring(task, rows, 3 + len(text_methods), params, params["PROTOCOL"])
+                _add(total, name, {"second": second["task"]})
+    if stem.startswith("00"):  # the prompt-sensitivity probe, on dev rows
+        for name in params["PROBE_TASKS"]:
+            task = get_task(name)
+            dev = make_splits(task, 0, per_task(params["PROBE_N"], task, "PROBE_N", default=None), 0,
+                              seed=params.get("SEED", 0)).dev
+            _add(total, name, _scoring(task, len(dev), len(params["PROBE_PROMPTS"]), params))
+    if stem.startswith("01"):
+        for model in params.get("SCALE_MODELS") or []:
+            task = get_task(params["SCALE_TASK"])
+            splits = make_splits(task, per_task(params["N_TRAIN"], task), per_task(params["N_DEV"], task),
+                                 per_task(params["N_TEST"], task, default=None), seed=params.get("SEED", 0))
+            method = EmbedGrad(steps=params["STEPS"], batch_size=params["BATCH_SIZE"],
+                               learning_rates=params["LEARNING_RATES"], sweep_steps=params["SWEEP_STEPS"])
+            demand = method.demand(task, splits)["task"] + _scoring(task, len(splits.test), 2, params)["task"]
+            total.setdefault(f"scale: {model}", {})[task.name] = demand
+    return total
+
+
+def _head_to_head_methods(params: dict) -> list:
+    from . import EmbedGrad, GEPA, GPO, GradSum
+
+    embedding = dict(steps=params["STEPS"], batch_size=params["BATCH_SIZE"], learning_rates=params["LEARNING_RATES"],
+                     sweep_steps=params["SWEEP_STEPS"], max_tokens=params["MAX_TOKENS"])
+    text = dict(max_tokens=params["MAX_TOKENS"], dev=params["LOOP_DEV"])
+    gpo = dict(steps=params["TEXT_STEPS"], candidates=params["CANDIDATES"], protocol=params["PROTOCOL"],
+               optimizer_max_tokens=params["OPTIMIZER_MAX_TOKENS"], **text)
+    every = {"EmbedGrad": EmbedGrad(**embedding), "PEFT prompt tuning": EmbedGrad(peft=True, **embedding),
+             "GPO": GPO(**gpo), "OPRO": GPO(strategy="OPRO", **gpo), "GRAD-SUM": GradSum(**params["GRADSUM"], **text),
+             "GRAD-SUM (no summarization)": GradSum(summarize=False, **params["GRADSUM"], **text),
+             "GEPA": GEPA(protocol=params["PROTOCOL"], **params["GEPA"], **text)}
+    return [every[name] for name in params["METHODS"]]
+
+
+def model_of(params: dict, role: str):
+    """The model spec answering ``role`` (the notebooks' fallbacks: loop -> MODEL, optimizer ->
+    LOOP_MODEL, judge -> OPTIMIZER_MODEL)."""
+    chain = {"task": ["MODEL"], "loop": ["LOOP_MODEL", "MODEL"], "optimizer": ["OPTIMIZER_MODEL", "LOOP_MODEL", "MODEL"],
+             "judge": ["JUDGE_MODEL", "OPTIMIZER_MODEL", "LOOP_MODEL", "MODEL"], "second": ["SECOND_MODEL"]}
+    if role.startswith("scale: "):
+        return role.removeprefix("scale: ")
+    return next((params[k] for k in chain[role] if params.get(k)), None)
+
+
+def _label(spec) -> str:
+    if isinstance(spec, dict):
+        return f"{spec.get('kind', 'transformers')}:{spec.get('model', '')}"
+    return str(spec)
+
+
+def _openai_model(spec) -> str | None:
+    if isinstance(spec, str) and spec.startswith("openai:"):
+        return spec.removeprefix("openai:")
+    if isinstance(spec, dict) and spec.get("kind") == "openai" and not spec.get("base_url"):
+        return spec.get("model")
+    return None
+
+
+def table(stem: str, params: dict, tokens_per_second: float | None = None, missing: list[str] | None = None) \
+        -> list[dict]:
+    """One row per role: model, calls, completion tokens (at most), prompt tokens of answering calls
+    (estimated), training examples, and dollars or GPU hours where they can be told."""
+    rows = []
+    for role, by_task in notebook_demand(stem, params, missing).items():
+        spec = model_of(params, role)
+        total = sum(by_task.values(), Demand())
+        answering_role = role in ("task", "loop", "second") or role.startswith("scale: ")
+        prompt = round(sum(d.calls * question_tokens(t) for t, d in by_task.items())) if answering_role else None
+        row = {"notebook": stem, "role": role, "model": _label(spec), "calls": total.calls,
+               "completion_tokens_max": total.completion_tokens, "prompt_tokens_est": prompt,
+               "train_examples": total.train_examples}
+        api = _openai_model(spec)
+        if api in PRICES:
+            price_in, price_out = PRICES[api]
+            row["usd_max"] = round((prompt or 0) / 1e6 * price_in + total.completion_tokens / 1e6 * price_out, 2)
+        elif tokens_per_second and not api:
+            row["gpu_hours_max"] = round(total.completion_tokens / tokens_per_second / 3600, 2)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pandas as pd
+
+    from .runner import ROOT, PROFILES, resolve_parameters
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="paper", choices=PROFILES)
+    parser.add_argument("--only", nargs="*", default=None, help="notebook stems or their number prefixes")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("--out", type=Path, default=None, help="also write the table and notes to this file")
+    parser.add_argument("--tokens-per-second", type=float, default=None,
+                        help="your measured completion tokens per second on a local model: GPU hours from it")
+    args = parser.parse_args(argv)
+    from .runner import _parse_value, declared_defaults
+
+    overrides = {name: _parse_value(value) for name, value in args.parameter}
+    notebooks = ROOT / "notebooks"
+    paths = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        paths = [p for p in paths if any(p.stem == o or p.stem.startswith(o) for o in args.only)]
+    rows, missing = [], []
+    for path in paths:
+        params = {**declared_defaults(path),
+                  **resolve_parameters(path, args.profile, Path("/nonexistent"), overrides, notebooks / "profiles")}
+        rows += table(path.stem, params, args.tokens_per_second, missing)
+    frame = pd.DataFrame(rows)
+    shown = frame.copy()
+    for column in shown.columns[3:]:  # counts with thousands separators; "-" where a figure cannot be told
+        digits = 2 if column in ("usd_max", "gpu_hours_max") else 0
+        shown[column] = [f"{v:,.{digits}f}" if v is not None and v == v else "-" for v in frame[column]]
+    lines = [shown.to_markdown(index=False, colalign=["left"] * 3 + ["right"] * (len(shown.columns) - 3)), ""]
+    lines += [f"- not counted: {name} (its data is not here; it loads from the Hugging Face hub)" for name in missing]
+    if "usd_max" in frame:
+        lines.append(f"- API dollars at most about ${frame['usd_max'].sum():,.2f} at {PRICES_DATE} list prices, output "
+                     f"at each call's full budget; optimizer and judge prompts are not counted in them.")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# `python -m promptgrad.plan --profile {args.profile}`: at most, per notebook and role\n\n"
+        args.out.write_text(header + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
