@@ -370,17 +370,31 @@ def test_table5_means_each_benchmark_apart():
 
 def test_the_demand_before_a_run_is_what_the_run_asks_when_every_candidate_is_new():
     """``GPO.demand`` (what ``promptgrad.plan`` adds up): the start and every candidate answered on
-    dev in two turns, ``candidates`` optimizer samples per step. Three fresh candidates a step: the
-    run asks exactly that; a duplicate makes it ask less, never more."""
+    dev in two turns, ``candidates`` optimizer samples per step, each call at its token budget.
+    Three fresh candidates a step: the run asks exactly that; a duplicate makes it ask less."""
     from promptgrad.tasks import Splits
 
-    method = gpo.GPO(steps=3, candidates=3, max_tokens=16, forced_max_tokens=8, optimizer_max_tokens=32)
-    demand = method.demand(TASK, Splits(train=EXEMPLARS, dev=DEV, test=[]))
+    budgets = {"task": 0, "optimizer": 0}
+
+    def counting(engine, role):
+        generate = engine._generate
+
+        def counted(conversations, *, n, max_tokens, **kwargs):
+            budgets[role] += len(conversations) * n * max_tokens
+            return generate(conversations, n=n, max_tokens=max_tokens, **kwargs)
+        engine._generate = counted
+        return engine
+
+    settings = dict(steps=3, candidates=3, max_tokens=16, forced_max_tokens=8, optimizer_max_tokens=32)
+    demand = gpo.GPO(**settings).demand(TASK, Splits(train=EXEMPLARS, dev=DEV, test=[]))
     fresh = [wrap("A", "B", "C"), wrap("D", "E", "F"), wrap("G", "H", "I")]
-    run, _, _ = run_scripted(fresh, {}, max_tokens=16, optimizer_max_tokens=32)
+    optimizer = counting(ScriptedOptimizer(fresh), "optimizer")
+    run = gpo.optimize(TASK, counting(ScriptedTaskModel({}), "task"), optimizer, DEV, EXEMPLARS, embed=keyword_embed,
+                       **settings)
     assert demand["loop"].calls == run.usage["task"]["model_calls"] == 2 * N_DEV * (1 + 3 * 3)
     assert demand["optimizer"].calls == run.usage["optimizer"]["model_calls"] == 9
-    assert demand["loop"].completion_tokens == N_DEV * 10 * (16 + 8) and demand["optimizer"].completion_tokens == 9 * 32
+    assert (demand["loop"].completion_tokens, demand["optimizer"].completion_tokens) == \
+        (budgets["task"], budgets["optimizer"])
     repeated, _, _ = run_scripted([wrap("A", "A", "B")] * 3, {}, max_tokens=16)
     assert repeated.usage["task"]["model_calls"] < demand["loop"].calls
 

@@ -23,6 +23,7 @@ engines; it says nothing of the numbers (random models answer at random).
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import sys
@@ -32,7 +33,6 @@ from pathlib import Path
 
 import torch
 
-ARCHITECTURES = ("llama", "qwen2")
 MODEL_NAMES = ("SCALE_MODELS",)  # besides every parameter named *MODEL
 ROWS = ("N_TRAIN", "N_DEV", "N_TEST", "N_EXEMPLARS", "PROBE_N", "LOOP_DEV", "MINIBATCH", "minibatch")
 STEPS = ("STEPS", "SWEEP_STEPS", "TEXT_STEPS", "ITERATIONS", "iterations")
@@ -151,7 +151,7 @@ def stand_in_model(spec, folder: Path, server_url: str):
         return spec
     if _is_hub_id(spec):
         architecture = "llama" if "llama" in spec.lower() else "qwen2"
-        seed = sum(spec.encode())  # a different random model per id
+        seed = int(hashlib.sha256(spec.encode()).hexdigest()[:8], 16)  # a different random model per id
         return str(tiny_model(folder / spec.replace("/", "--"), architecture, seed=seed))
     return spec
 

@@ -283,10 +283,11 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 @contextlib.contextmanager
 def checkpointed(model, on: bool):
-    """Gradient checkpointing while training, when ``on``: each layer's activations are recomputed
-    in the backward pass instead of kept (a large model trains in the memory of its weights and
-    one layer's activations). Only the layers are put in training mode (the switch transformers
-    checks), so no dropout turns on; the model is as it was after."""
+    """Gradient checkpointing while training, when ``on``: the activations inside each layer are
+    recomputed in the backward pass; only each layer's input is kept, so activation memory falls
+    from all of a layer's intermediates to one hidden state per layer and token. Only the layers
+    are put in training mode (the switch transformers checks), so no dropout turns on; the model
+    is as it was after."""
     if not on:
         yield
         return

@@ -175,15 +175,15 @@ class GEPA(Method):
 
     def demand(self, task: Task, splits: Splits, loop_judge=None) -> dict:
         """``max_metric_calls`` rollouts and one iteration's overshoot (parent and child on a
-        minibatch, the child on dev); a reflection per iteration, each iteration at least two
-        minibatches of rollouts."""
+        minibatch, the child on dev); a reflection per iteration, each iteration at least one
+        minibatch of rollouts (the parent's, when the child is not better)."""
         c = self.for_task(task)
         dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
         rollouts = c.max_metric_calls + 2 * c.minibatch + dev
         loop = answering(rollouts, c.max_tokens or DEFAULT_MAX_TOKENS[task.kind])
         if c.protocol == "forced":
             loop = loop + answering(rollouts, FORCED_MAX_TOKENS)
-        reflections = math.ceil(max(0, c.max_metric_calls - dev) / (2 * c.minibatch)) + 1
+        reflections = math.ceil(max(0, c.max_metric_calls - dev) / c.minibatch) + 1
         return {"loop": loop, "optimizer": answering(reflections, c.reflection_max_tokens), "judge": Demand()}
 
 

@@ -380,10 +380,10 @@ def evaluate_with_judge(generator: Engine, judge: Engine, task: Task, prompt: st
                 "correct": v.score == 1, "judge_reasoning": v.reasoning, "truncated": was_cut}
                for ex, out, v, was_cut in zip(examples, scored.outputs, scored.verdicts, cut)]
     summary = {**summarize(records), "scored_by": "judge"}
-    if task.has_answers:  # exact match of the same answers, beside the judge's verdicts
-        for record, ex in zip(records, examples):
-            record["exact"] = task.extract(record["output"], ex) == ex.target
-        summary["exact_accuracy"] = sum(r["exact"] for r in records) / len(records) if records else float("nan")
+    if scored.exact is not None:  # exact match of the same answers, beside the judge's verdicts
+        for record, exact in zip(records, scored.exact):
+            record["exact"] = exact
+        summary["exact_accuracy"] = scored.exact_score if records else float("nan")
     return Evaluation(records, summary)
 
 
@@ -655,7 +655,8 @@ class GradSum(Method):
         """Per iteration and beam prompt: a minibatch answered and judged, a critique per failure
         (at most ``max_failures``), a summary and ``children`` edits (the ablation: an edit per
         critique); each child answered and judged on dev; the start too. Every answer failing is
-        the most a run can ask; an unparseable verdict may add one more short judge turn."""
+        the most a run can ask, with a second, one-token verdict turn for each judgement (asked only
+        where the judge's text holds no verdict)."""
         c = self.for_task(task)
         dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
         batch = min(c.minibatch, len(splits.train))
@@ -669,8 +670,8 @@ class GradSum(Method):
         optimizer = (answering(prompts * per_prompt["critiques"], c.gradient_max_tokens)
                      + answering(prompts * per_prompt["summaries"], c.summary_max_tokens)
                      + answering(prompts * per_prompt["edits"], c.editor_max_tokens))
-        return {"loop": answering(answers, budget), "optimizer": optimizer,
-                "judge": answering(answers, c.judge_max_tokens) if judged else Demand()}
+        verdicts = answering(answers, c.judge_max_tokens) + answering(answers, 1)
+        return {"loop": answering(answers, budget), "optimizer": optimizer, "judge": verdicts if judged else Demand()}
 
 
 # ---------------------------------------------------------------- test-split evaluation

@@ -172,12 +172,16 @@ def score_on_test(engine: Engine, task: Task, prompts: dict[str, object], test: 
     in one call, so a fast engine reads each question once. Tasks without answers (open
     questions): ``judge``'s verdicts, as GRAD-SUM scores them. ``scored_by="judge"``: the judge
     scores every task, as GRAD-SUM's paper does, with exact match of the same answers beside it
-    (``exact_accuracy``) where the task has answers. Each summary says which (``scored_by``)."""
+    (``exact_accuracy``) where the task has answers. A judged answer is one turn of a text
+    template (GRAD-SUM's generation): ``placement``, ``protocol`` and ``forced_max_tokens`` apply
+    to exact scoring only. Each summary says which (``scored_by``)."""
     if scored_by not in ("exact", "judge"):
         raise ValueError(f'scored_by must be "exact" or "judge", got {scored_by!r}.')
     if scored_by == "judge" or not task.has_answers:
         if judge is None:
-            raise ValueError(f"Task '{task.name}' has no reference answers: pass a judge engine to score it.")
+            raise ValueError(f"Task '{task.name}' is scored by a judge here: pass a judge engine.")
+        if not all(isinstance(p, str) for p in prompts.values()):
+            raise ValueError("A judge scores text prompts only; score soft prompts by exact match.")
         from .gradsum import evaluate_with_judge
 
         return {name: evaluate_with_judge(engine, judge, task, prompt, test, criteria=criteria, max_tokens=max_tokens,

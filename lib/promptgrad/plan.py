@@ -70,106 +70,120 @@ def _scoring(task, rows: int, prompts: int, params: dict, protocol: str = "direc
     return out
 
 
-def _add(total: dict, task_name: str, demands: dict[str, Demand]) -> None:
-    for role, demand in demands.items():
-        if demand.calls or demand.train_examples:
-            total.setdefault(role, {}).setdefault(task_name, Demand())
-            total[role][task_name] = total[role][task_name] + demand
+def _embedding(params: dict, **extra) -> list:
+    from . import EmbedGrad
+
+    settings = dict(steps=params["STEPS"], batch_size=params["BATCH_SIZE"], learning_rates=params["LEARNING_RATES"],
+                    sweep_steps=params["SWEEP_STEPS"], max_tokens=params["MAX_TOKENS"], **extra)
+    return [EmbedGrad(**settings), EmbedGrad(peft=True, **settings)]
 
 
-def notebook_demand(stem: str, params: dict, missing: list[str] | None = None) -> dict[str, dict[str, Demand]]:
-    """role -> task -> Demand for one notebook with resolved parameters; tasks whose data is not
-    here are named in ``missing``."""
-    from . import EmbedGrad, GPO, GradSum
-    from .checks import SIZE_NAMES, size_parameters
-    from .tasks import DataNotFoundError, get_task, make_splits, per_task
+def _gpo(params: dict) -> list:
+    from . import GPO
 
-    total: dict[str, dict[str, Demand]] = {}
-    sizes = size_parameters(params)
-    for name in params["TASKS"]:
-        task = get_task(name)
-        try:
-            splits = make_splits(task, seed=params.get("SEED", 0),
-                                 **{arg: per_task(v, task, SIZE_NAMES[arg][0]) for arg, v in sizes.items()})
-        except DataNotFoundError:
-            (missing if missing is not None else []).append(f"{stem}: {name}")
-            continue
-        rows = len(splits.test)
-        if stem.startswith("00"):
-            _add(total, name, _scoring(task, rows, len(params["PROMPTS"]), params))
-        elif stem.startswith("01"):
-            settings = dict(steps=params["STEPS"], batch_size=params["BATCH_SIZE"],
-                            learning_rates=params["LEARNING_RATES"], sweep_steps=params["SWEEP_STEPS"],
-                            max_tokens=params["MAX_TOKENS"])
-            for method in (EmbedGrad(**settings), EmbedGrad(peft=True, **settings)):
-                _add(total, name, method.demand(task, splits))
-            _add(total, name, _scoring(task, rows, 3, params))
-        elif stem.startswith("02"):
-            for strategy in params["METHODS"]:
-                method = GPO(strategy=strategy, steps=params["STEPS"], epochs=params["EPOCHS"], batch=params["BATCH"],
-                             candidates=params["CANDIDATES"], max_tokens=params["MAX_TOKENS"],
-                             forced_max_tokens=params["FORCED_MAX_TOKENS"],
-                             optimizer_max_tokens=params["OPTIMIZER_MAX_TOKENS"])
-                _add(total, name, method.demand(task, splits))
-            _add(total, name, _scoring(task, rows, 1 + len(params["METHODS"]), params, "forced"))
-        elif stem.startswith("03"):
-            settings = dict(beam=params["BEAM"], children=params["CHILDREN"], iterations=params["ITERATIONS"],
-                            minibatch=params["MINIBATCH"], max_tokens=params["MAX_TOKENS"],
-                            judge_max_tokens=params["JUDGE_MAX_TOKENS"],
-                            gradient_max_tokens=params["GRADIENT_MAX_TOKENS"],
-                            summary_max_tokens=params["SUMMARY_MAX_TOKENS"],
-                            editor_max_tokens=params["EDITOR_MAX_TOKENS"], max_failures=params["MAX_FAILURES"])
-            for method in (GradSum(**settings), GradSum(summarize=False, **settings)):
-                _add(total, name, method.demand(task, splits, params["LOOP_JUDGE"]))
-            judged = params.get("TEST_SCORED_BY") == "judge" or not task.has_answers
-            _add(total, name, _scoring(task, rows, 3, params, params["PROTOCOL"], judged))
-        elif stem.startswith("04"):
-            methods = _head_to_head_methods(params)
-            hybrid = name in (params.get("HYBRID_TASKS") or [])  # EmbedGrad once more, from GPO's prompt
-            for method in methods + ([methods[params["METHODS"].index("EmbedGrad")]] if hybrid else []):
-                _add(total, name, method.demand(task, splits, params["LOOP_JUDGE"]))
-            text_methods = [m for m in params["METHODS"] if m not in ("EmbedGrad", "PEFT prompt tuning")]
-            _add(total, name, _scoring(task, rows, 3 + len(methods) + hybrid, params, params["PROTOCOL"]))
-            if params.get("SECOND_MODEL"):
-                second = _scoring(task, rows, 3 + len(text_methods), params, params["PROTOCOL"])
-                _add(total, name, {"second": second["task"]})
-    if stem.startswith("00"):  # the prompt-sensitivity probe, on dev rows
-        for name in params["PROBE_TASKS"]:
-            task = get_task(name)
-            dev = make_splits(task, 0, per_task(params["PROBE_N"], task, "PROBE_N", default=None), 0,
-                              seed=params.get("SEED", 0)).dev
-            _add(total, name, _scoring(task, len(dev), len(params["PROBE_PROMPTS"]), params))
-    if stem.startswith("01"):
-        for model in params.get("SCALE_MODELS") or []:
-            task = get_task(params["SCALE_TASK"])
-            splits = make_splits(task, per_task(params["N_TRAIN"], task), per_task(params["N_DEV"], task),
-                                 per_task(params["N_TEST"], task, default=None), seed=params.get("SEED", 0))
-            method = EmbedGrad(steps=params["STEPS"], batch_size=params["BATCH_SIZE"],
-                               learning_rates=params["LEARNING_RATES"], sweep_steps=params["SWEEP_STEPS"])
-            demand = method.demand(task, splits)["task"] + _scoring(task, len(splits.test), 2, params)["task"]
-            total.setdefault(f"scale: {model}", {})[task.name] = demand
-    return total
+    return [GPO(strategy=strategy, steps=params["STEPS"], epochs=params["EPOCHS"], batch=params["BATCH"],
+                candidates=params["CANDIDATES"], max_tokens=params["MAX_TOKENS"],
+                forced_max_tokens=params["FORCED_MAX_TOKENS"], optimizer_max_tokens=params["OPTIMIZER_MAX_TOKENS"])
+            for strategy in params["METHODS"]]
 
 
-def _head_to_head_methods(params: dict) -> list:
-    from . import EmbedGrad, GEPA, GPO, GradSum
+def _gradsum(params: dict) -> list:
+    from . import GradSum
 
-    embedding = dict(steps=params["STEPS"], batch_size=params["BATCH_SIZE"], learning_rates=params["LEARNING_RATES"],
-                     sweep_steps=params["SWEEP_STEPS"], max_tokens=params["MAX_TOKENS"])
+    settings = dict(beam=params["BEAM"], children=params["CHILDREN"], iterations=params["ITERATIONS"],
+                    minibatch=params["MINIBATCH"], max_tokens=params["MAX_TOKENS"],
+                    judge_max_tokens=params["JUDGE_MAX_TOKENS"], gradient_max_tokens=params["GRADIENT_MAX_TOKENS"],
+                    summary_max_tokens=params["SUMMARY_MAX_TOKENS"], editor_max_tokens=params["EDITOR_MAX_TOKENS"],
+                    max_failures=params["MAX_FAILURES"])
+    return [GradSum(**settings), GradSum(summarize=False, **settings)]
+
+
+def _head_to_head(params: dict) -> list:
+    from . import GEPA, GPO, GradSum
+
     text = dict(max_tokens=params["MAX_TOKENS"], dev=params["LOOP_DEV"])
     gpo = dict(steps=params["TEXT_STEPS"], candidates=params["CANDIDATES"], protocol=params["PROTOCOL"],
                optimizer_max_tokens=params["OPTIMIZER_MAX_TOKENS"], **text)
-    every = {"EmbedGrad": EmbedGrad(**embedding), "PEFT prompt tuning": EmbedGrad(peft=True, **embedding),
-             "GPO": GPO(**gpo), "OPRO": GPO(strategy="OPRO", **gpo), "GRAD-SUM": GradSum(**params["GRADSUM"], **text),
+    embedgrad, peft = _embedding(params)
+    every = {"EmbedGrad": embedgrad, "PEFT prompt tuning": peft, "GPO": GPO(**gpo), "OPRO": GPO(strategy="OPRO", **gpo),
+             "GRAD-SUM": GradSum(**params["GRADSUM"], **text),
              "GRAD-SUM (no summarization)": GradSum(summarize=False, **params["GRADSUM"], **text),
              "GEPA": GEPA(protocol=params["PROTOCOL"], **params["GEPA"], **text)}
     return [every[name] for name in params["METHODS"]]
 
 
+def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
+    """What one notebook asks for one task: its methods' demand and the test split's answers."""
+    rows, total = len(splits.test), {}
+    if stem.startswith("00"):
+        methods, scored, protocol, judged = [], len(params["PROMPTS"]), "direct", False
+    elif stem.startswith("01"):
+        methods, scored, protocol, judged = _embedding(params), 3, "direct", False
+    elif stem.startswith("02"):
+        methods, scored, protocol, judged = _gpo(params), 1 + len(params["METHODS"]), "forced", False
+    elif stem.startswith("03"):
+        judged = params.get("TEST_SCORED_BY") == "judge" or not task.has_answers
+        methods, scored, protocol = _gradsum(params), 3, params["PROTOCOL"]
+    else:  # 04: three baselines, every method, the hybrid (EmbedGrad once more, from GPO's prompt), transfer
+        methods = _head_to_head(params)
+        if task.name in (params.get("HYBRID_TASKS") or []):
+            methods.append(methods[params["METHODS"].index("EmbedGrad")])
+        scored, protocol, judged = 3 + len(methods), params["PROTOCOL"], False
+        if params.get("SECOND_MODEL"):
+            text = [m for m in params["METHODS"] if m not in ("EmbedGrad", "PEFT prompt tuning")]
+            total["second"] = _scoring(task, rows, 3 + len(text), params, protocol)["task"]
+    for demand in [m.demand(task, splits, params.get("LOOP_JUDGE")) for m in methods] + \
+            [_scoring(task, rows, scored, params, protocol, judged)]:
+        for role, d in demand.items():
+            total[role] = total.get(role, Demand()) + d
+    return total
+
+
+def _add(total: dict, task_name: str, demands: dict[str, Demand]) -> None:
+    for role, demand in demands.items():
+        if demand.calls or demand.train_examples:
+            total.setdefault(role, {})[task_name] = total.get(role, {}).get(task_name, Demand()) + demand
+
+
+def notebook_demand(stem: str, params: dict, missing: list[str]) -> dict[str, dict[str, Demand]]:
+    """role -> task -> Demand for one notebook with resolved parameters; tasks whose data is not
+    here are added to ``missing``."""
+    from .checks import SIZE_NAMES, size_parameters
+    from .tasks import DataNotFoundError, get_task, make_splits, per_task
+
+    def splits_of(task, sizes):
+        return make_splits(task, seed=params.get("SEED", 0),
+                           **{arg: per_task(v, task, SIZE_NAMES[arg][0]) for arg, v in sizes.items()})
+
+    total: dict[str, dict[str, Demand]] = {}
+    for name in params["TASKS"]:
+        task = get_task(name)
+        try:
+            splits = splits_of(task, size_parameters(params))
+        except DataNotFoundError:
+            missing.append(f"{stem}: {name}")
+            continue
+        _add(total, name, _task_demand(stem, params, task, splits))
+    if stem.startswith("00"):  # the prompt-sensitivity probe, on dev rows
+        for name in params["PROBE_TASKS"]:
+            task = get_task(name)
+            dev = splits_of(task, {"n_train": 0, "n_dev": params["PROBE_N"], "n_test": 0}).dev
+            _add(total, name, _scoring(task, len(dev), len(params["PROBE_PROMPTS"]), params))
+    if stem.startswith("01"):  # each model size: EmbedGrad trained and scored beside its text prompt
+        task = get_task(params["SCALE_TASK"])
+        splits = splits_of(task, size_parameters(params))
+        trained = _embedding(params)[0].demand(task, splits)["task"]
+        demand = trained + _scoring(task, len(splits.test), 2, params)["task"]
+        for model in params.get("SCALE_MODELS") or []:
+            total[f"scale: {model}"] = {task.name: demand}
+    return total
+
+
 def model_of(params: dict, role: str):
     """The model spec answering ``role`` (the notebooks' fallbacks: loop -> MODEL, optimizer ->
     LOOP_MODEL, judge -> OPTIMIZER_MODEL)."""
-    chain = {"task": ["MODEL"], "loop": ["LOOP_MODEL", "MODEL"], "optimizer": ["OPTIMIZER_MODEL", "LOOP_MODEL", "MODEL"],
+    chain = {"task": ["MODEL"], "loop": ["LOOP_MODEL", "MODEL"],
+             "optimizer": ["OPTIMIZER_MODEL", "LOOP_MODEL", "MODEL"],
              "judge": ["JUDGE_MODEL", "OPTIMIZER_MODEL", "LOOP_MODEL", "MODEL"], "second": ["SECOND_MODEL"]}
     if role.startswith("scale: "):
         return role.removeprefix("scale: ")
@@ -190,8 +204,7 @@ def _openai_model(spec) -> str | None:
     return None
 
 
-def table(stem: str, params: dict, tokens_per_second: float | None = None, missing: list[str] | None = None) \
-        -> list[dict]:
+def table(stem: str, params: dict, missing: list[str], tokens_per_second: float | None = None) -> list[dict]:
     """One row per role: model, calls, completion tokens (at most), prompt tokens of answering calls
     (estimated), training examples, and dollars or GPU hours where they can be told."""
     rows = []
@@ -216,7 +229,8 @@ def table(stem: str, params: dict, tokens_per_second: float | None = None, missi
 def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
-    from .runner import ROOT, PROFILES, resolve_parameters
+    from .runner import PROFILES, ROOT, declared_defaults, default_results, parse_value, resolve_parameters, \
+        select_notebooks
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="paper", choices=PROFILES)
@@ -226,18 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-per-second", type=float, default=None,
                         help="your measured completion tokens per second on a local model: GPU hours from it")
     args = parser.parse_args(argv)
-    from .runner import _parse_value, declared_defaults
-
-    overrides = {name: _parse_value(value) for name, value in args.parameter}
+    overrides = {name: parse_value(value) for name, value in args.parameter}
     notebooks = ROOT / "notebooks"
-    paths = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
-    if args.only:
-        paths = [p for p in paths if any(p.stem == o or p.stem.startswith(o) for o in args.only)]
+    paths = select_notebooks(notebooks, args.only)
     rows, missing = [], []
     for path in paths:
-        params = {**declared_defaults(path),
-                  **resolve_parameters(path, args.profile, Path("/nonexistent"), overrides, notebooks / "profiles")}
-        rows += table(path.stem, params, args.tokens_per_second, missing)
+        params = {**declared_defaults(path), **resolve_parameters(path, args.profile, default_results(args.profile),
+                                                                   overrides, notebooks / "profiles")}
+        rows += table(path.stem, params, missing, args.tokens_per_second)
     frame = pd.DataFrame(rows)
     shown = frame.copy()
     for column in shown.columns[3:]:  # counts with thousands separators; "-" where a figure cannot be told

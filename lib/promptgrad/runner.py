@@ -70,7 +70,8 @@ def resolve_parameters(path: Path, profile: str, results_dir: Path, overrides: d
     return params
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
+    """A ``-p NAME VALUE`` value: YAML (numbers, lists, dicts, null), else the text itself."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -178,15 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    overrides = {name: _parse_value(value) for name, value in args.parameter}
-    paths = sorted(args.notebooks.glob("[0-9][0-9]_*.ipynb"))
-    if args.only:
-        paths = [p for p in paths if any(p.stem == o or p.stem.startswith(o) for o in args.only)]
-        if not paths:
-            raise SystemExit(f"No notebook matches {args.only} in {args.notebooks}.")
+    overrides = {name: parse_value(value) for name, value in args.parameter}
+    paths = select_notebooks(args.notebooks, args.only)
     default = default_results(args.profile)
     if args.dry_run is not None:
-        default = default.with_name(f"{args.profile}-dry")
+        default = ROOT / "runs" / f"{args.profile}-dry"
     results = (args.results or default).resolve()
     plans = [(p, resolve_parameters(p, args.profile, results, overrides, args.notebooks / "profiles"))
              for p in paths]  # every notebook's parameters checked before any runs
@@ -205,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
                                        cwd=str(path.parent), prepare_only=True, kernel_name="python3")
         return 0
     return run_all(plans, results, args.profile)
+
+
+def select_notebooks(folder: Path, only: list[str] | None) -> list[Path]:
+    """The notebooks ``NN_*.ipynb`` in ``folder``, or those ``only`` names (stems or number prefixes)."""
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        paths = [p for p in paths if any(p.stem == o or p.stem.startswith(o) for o in only)]
+        if not paths:
+            raise SystemExit(f"No notebook matches {only} in {folder}.")
+    return paths
 
 
 def run_all(plans: list[tuple[Path, dict]], results: Path, profile: str) -> int:

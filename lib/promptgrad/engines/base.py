@@ -140,6 +140,9 @@ class Engine:
 
     supports_soft_prompts = False
 
+    def release(self) -> None:
+        """Free what the engine holds (a local model's memory); nothing for a served one."""
+
     def count_tokens(self, texts: list[str]) -> list[int | None]:
         """Each text's length in this model's tokens; None where the engine has no tokenizer at hand
         (an OpenAI-compatible server)."""
