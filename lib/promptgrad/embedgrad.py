@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointError, corrupt
-from .evaluation import DEFAULT_MAX_TOKENS, build_conversations
+from .evaluation import answer_budget, build_conversations
 from .methods import Demand, Found, Method, answering, timed
 from .tasks import Example, Task
 
@@ -636,7 +636,7 @@ class EmbedGrad(Method):
         all on the task model."""
         c = self.for_task(task)
         sweep = len(c.learning_rates) if len(c.learning_rates) > 1 else 0
-        dev = answering(sweep * len(splits.dev), c.max_tokens or DEFAULT_MAX_TOKENS[task.kind])
+        dev = answering(sweep * len(splits.dev), answer_budget(task, c.max_tokens))
         return {"task": dev + Demand(train_examples=(c.steps + sweep * c.sweep_steps) * c.batch_size)}
 
 

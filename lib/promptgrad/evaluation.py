@@ -19,6 +19,11 @@ from .tasks import Example, Task
 DEFAULT_MAX_TOKENS = {"number": 256, "choice": 64, "text": 48, "brackets": 48, "open": 384,
                       "yesno": 48, "validity": 48, "truefalse": 48, "sentiment": 24}
 PROTOCOLS = ("direct", "forced")
+
+
+def answer_budget(task: Task, max_tokens: int | None) -> int:
+    """``max_tokens``, or the default budget of the task's answer kind (``DEFAULT_MAX_TOKENS``)."""
+    return max_tokens or DEFAULT_MAX_TOKENS[task.kind]
 FORCED_MAX_TOKENS = 32  # the forced answer turn's budget (our CPU choice; GPO's code: 100)
 
 
@@ -162,7 +167,7 @@ def score_prompts(engine: Engine, task: Task, prompts: dict[str, object], exampl
                          f"(promptgrad.gradsum.judge_outputs).")
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol '{protocol}'; expected one of {PROTOCOLS}.")
-    max_tokens = max_tokens or DEFAULT_MAX_TOKENS[task.kind]
+    max_tokens = answer_budget(task, max_tokens)
     texts = [name for name, prompt in prompts.items() if isinstance(prompt, str)]
     calls = ([texts] if texts else []) + [[name] for name in prompts if name not in texts]
     evaluations = {}

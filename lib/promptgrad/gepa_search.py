@@ -35,7 +35,7 @@ from gepa import EvaluationBatch, GEPAAdapter, GEPAResult
 from gepa import optimize as gepa_optimize
 
 from .engines import Usage
-from .evaluation import DEFAULT_MAX_TOKENS, FORCED_MAX_TOKENS, score_prompts
+from .evaluation import FORCED_MAX_TOKENS, answer_budget, score_prompts
 from .methods import Demand, Engines, Found, Method, answering, timed
 from .tasks import Example, Splits, Task
 
@@ -152,7 +152,7 @@ class GEPA(Method):
             -> Found:
         c = self.for_task(task)
         train = splits.train[:c.train] if c.train else splits.train
-        dev = splits.dev[:c.dev] if c.dev else splits.dev
+        dev = c.dev_examples(splits)
         if not train or not dev:
             raise ValueError(f"{task.name}: GEPA needs train and dev examples, got {len(train)} and {len(dev)}.")
         run_dir = c.checkpoint(checkpoint_dir, task, splits, engines, suffix="")
@@ -178,9 +178,9 @@ class GEPA(Method):
         minibatch, the child on dev); a reflection per iteration, each iteration at least one
         minibatch of rollouts (the parent's, when the child is not better)."""
         c = self.for_task(task)
-        dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
+        dev = len(c.dev_examples(splits))
         rollouts = c.max_metric_calls + 2 * c.minibatch + dev
-        loop = answering(rollouts, c.max_tokens or DEFAULT_MAX_TOKENS[task.kind])
+        loop = answering(rollouts, answer_budget(task, c.max_tokens))
         if c.protocol == "forced":
             loop = loop + answering(rollouts, FORCED_MAX_TOKENS)
         reflections = math.ceil(max(0, c.max_metric_calls - dev) / c.minibatch) + 1

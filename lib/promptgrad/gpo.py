@@ -36,7 +36,7 @@ from typing import Callable
 
 from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage, metered
-from .evaluation import DEFAULT_MAX_TOKENS, FORCED_MAX_TOKENS, score_prompts, shorten
+from .evaluation import FORCED_MAX_TOKENS, answer_budget, score_prompts, shorten
 from .extraction import marked_text
 from .methods import Demand, Found, Method, answering
 from .tasks import Example, Task, per_task
@@ -498,7 +498,7 @@ class GPO(Method):
         if len(splits.train) < c.exemplars:
             raise ValueError(f"{task.name}: the train split has {len(splits.train)} examples; the meta-prompt needs "
                              f"{c.exemplars} exemplars from it.")
-        dev = splits.dev[:c.dev] if c.dev else splits.dev
+        dev = c.dev_examples(splits)
         run = optimize(task, engines.loop, engines.optimizer, dev, splits.train[:c.exemplars],
                        strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates,
                        initial_prompt=c.initial_prompt, placement=c.placement, protocol=c.protocol,
@@ -515,9 +515,9 @@ class GPO(Method):
         """Every dev answer of the start and of each candidate (two turns each when forced), and
         ``candidates`` optimizer samples per step."""
         c = self.for_task(task)
-        dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
+        dev = len(c.dev_examples(splits))
         answers = dev * (1 + c.steps_on(task) * c.candidates)
-        loop = answering(answers, c.max_tokens or DEFAULT_MAX_TOKENS[task.kind])
+        loop = answering(answers, answer_budget(task, c.max_tokens))
         if c.protocol == "forced":
             loop = loop + answering(answers, c.forced_max_tokens)
         return {"loop": loop, "optimizer": answering(c.steps_on(task) * c.candidates, c.optimizer_max_tokens),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
-from .evaluation import (DEFAULT_MAX_TOKENS, Evaluation, build_conversations, follow_up, shorten, summarize,
+from .evaluation import (Evaluation, answer_budget, build_conversations, follow_up, shorten, summarize,
                          truncated)
 from .extraction import PARSE_MODES, marked_text
 from .methods import Demand, Found, Method, answering
@@ -165,7 +165,7 @@ def generate(engine: Engine, task: Task, prompt: str, examples: list[Example], *
     """Module 1: the task model answers each example with the prompt (greedy)."""
     tracker = tracker or Tracker()
     conversations = build_conversations(task, prompt, examples)
-    outputs = tracker.chat("generation", engine, conversations, max_tokens=max_tokens or DEFAULT_MAX_TOKENS[task.kind],
+    outputs = tracker.chat("generation", engine, conversations, max_tokens=answer_budget(task, max_tokens),
                            desc=f"{task.name} / generate")
     return [o[0] for o in outputs]
 
@@ -375,7 +375,7 @@ def evaluate_with_judge(generator: Engine, judge: Engine, task: Task, prompt: st
     ``accuracy`` is the mean judge score; unparseable verdicts are the format failures."""
     scored = score_prompt(generator, judge, task, prompt, examples, criteria=criteria, max_tokens=max_tokens,
                           judge_max_tokens=judge_max_tokens, tracker=tracker)
-    cut = truncated(generator, scored.outputs, max_tokens or DEFAULT_MAX_TOKENS[task.kind])
+    cut = truncated(generator, scored.outputs, answer_budget(task, max_tokens))
     records = [{"id": ex.id, "input": task.format(ex, prompt), "output": out, "parsed": v.score, "gold": ex.target,
                 "correct": v.score == 1, "judge_reasoning": v.reasoning, "truncated": was_cut}
                for ex, out, v, was_cut in zip(examples, scored.outputs, scored.verdicts, cut)]
@@ -642,7 +642,7 @@ class GradSum(Method):
         c = self.for_task(task)
         judge = EXACT_JUDGE if engines.loop_judge == EXACT_JUDGE and task.has_answers else engines.judge
         settings = {k: v for k, v in dataclasses.asdict(c).items() if k != "dev"}
-        run = optimize(task, splits.train, splits.dev[:c.dev] if c.dev else splits.dev, generator=engines.loop,
+        run = optimize(task, splits.train, c.dev_examples(splits), generator=engines.loop,
                        judge=judge, gradient_engine=engines.optimizer, summarizer=engines.optimizer,
                        editor=engines.optimizer, checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines),
                        **settings)
@@ -658,14 +658,14 @@ class GradSum(Method):
         the most a run can ask, with a second, one-token verdict turn for each judgement (asked only
         where the judge's text holds no verdict)."""
         c = self.for_task(task)
-        dev = len(splits.dev[:c.dev] if c.dev else splits.dev)
+        dev = len(c.dev_examples(splits))
         batch = min(c.minibatch, len(splits.train))
         failures = batch if c.max_failures is None else min(c.max_failures, batch)
         per_prompt = {"answers": batch + c.children * dev, "critiques": failures,
                       "summaries": 1 if c.summarize else 0, "edits": c.children if c.summarize else failures}
         prompts = c.beam * c.iterations
         answers = dev + prompts * per_prompt["answers"]
-        budget = c.max_tokens or DEFAULT_MAX_TOKENS[task.kind]
+        budget = answer_budget(task, c.max_tokens)
         judged = not (loop_judge == EXACT_JUDGE and task.has_answers)
         optimizer = (answering(prompts * per_prompt["critiques"], c.gradient_max_tokens)
                      + answering(prompts * per_prompt["summaries"], c.summary_max_tokens)

@@ -118,6 +118,12 @@ class Method:
                                                         default=None if f in optional else KeyError)
                                             for f in self.PER_TASK})
 
+    def dev_examples(self, splits: Splits) -> list:
+        """The dev examples that score candidates: the first ``dev`` (a resolved per-task field,
+        where the method has one), else all."""
+        n = getattr(self, "dev", None)
+        return splits.dev[:n] if n else splits.dev
+
     def starting_from(self, prompt: str):
         """The same method, started from another prompt (every method has an ``initial_prompt``)."""
         return dataclasses.replace(self, initial_prompt=prompt)

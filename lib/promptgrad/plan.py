@@ -57,10 +57,10 @@ def _scoring(task, rows: int, prompts: int, params: dict, protocol: str = "direc
              judged: bool = False) -> dict[str, Demand]:
     """Every prompt answering the test rows once (twice when forced), judged where ``judged``
     (a judged answer is one turn)."""
-    from .evaluation import DEFAULT_MAX_TOKENS, FORCED_MAX_TOKENS
+    from .evaluation import FORCED_MAX_TOKENS, answer_budget
     from .tasks import per_task
 
-    budget = per_task(params.get("MAX_TOKENS"), task, default=None) or DEFAULT_MAX_TOKENS[task.kind]
+    budget = answer_budget(task, per_task(params.get("MAX_TOKENS"), task, default=None))
     calls = rows * prompts
     out = {"task": answering(calls, budget)}
     if protocol == "forced" and not judged:
