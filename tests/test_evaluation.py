@@ -140,3 +140,17 @@ def test_the_forced_protocol_gives_each_turn_its_own_budget(data_dir):
     evaluation = evaluate_prompt(Recording(lambda c, i: "Yes"), task, "Think.", examples, protocol="forced",
                                  max_tokens=256, forced_max_tokens=100)
     assert budgets == [256, 100] and evaluation.records[0]["correct"]
+
+
+def test_seed_table_summarizes_each_method_across_its_seeds():
+    from promptgrad.results import seed_table
+
+    rows = [{"task": "sst2", "method": "EmbedGrad", "seed": s, "n": 10, "accuracy": a, "ci95": [0, 1],
+             "minus_baseline": d, "minus_baseline_ci95": ci}
+            for s, a, d, ci in ((0, 0.7, 0.2, [0.05, 0.35]), (1, 0.5, 0.0, [-0.1, 0.1]), (2, 0.6, 0.1, [0.01, 0.2]))]
+    table = seed_table(rows + [{**rows[0], "method": "PEFT prompt tuning", "minus_baseline_ci95": [-0.2, -0.01]}])
+    embedgrad, peft = table.to_dict("records")
+    assert embedgrad["seeds"] == [0, 1, 2] and embedgrad["accuracy_per_seed"] == [0.7, 0.5, 0.6]
+    assert embedgrad["mean"] == 0.6 and embedgrad["sd"] == 0.1
+    assert embedgrad["mean_minus_baseline"] == 0.1 and embedgrad["seeds_gain_ci_excludes_zero"] == "2/3"
+    assert peft["seeds_gain_ci_excludes_zero"] == "1/1"  # an interval below zero excludes it too

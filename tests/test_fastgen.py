@@ -1,5 +1,6 @@
 """The fast decoder against the reference (transformers ``generate``): same greedy answers on a
-fixed set of prompts of every answer kind and several lengths, same usage, same cache."""
+fixed set of prompts of every answer kind and several lengths, text and soft prompts, same usage,
+same cache."""
 
 import pytest
 
@@ -51,9 +52,8 @@ def test_usage_and_cache_are_the_same_on_the_fast_path(engines, data_dir, tmp_pa
     assert spent["fast"].completion_tokens == spent["reference"].completion_tokens
 
 
-def test_sampling_soft_prompts_and_choose_keep_the_reference_path(engines, data_dir, monkeypatch):
+def test_sampling_and_choose_keep_the_reference_path(engines, data_dir, monkeypatch):
     from promptgrad import fastgen
-    from promptgrad.embedgrad import SoftPrompt
 
     def refuse(*args, **kwargs):
         raise AssertionError("the fast decoder was used")
@@ -61,13 +61,33 @@ def test_sampling_soft_prompts_and_choose_keep_the_reference_path(engines, data_
     fast = engines["fast"]
     monkeypatch.setattr(fastgen, "greedy", refuse)
     conversation = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
-    soft = SoftPrompt("Answer briefly.", fast.tokenizer, fast.hf_model)
-    slot = [{"role": "user", "content": f"Is the sky blue?\n{soft.slot_text()}"}]
-    assert fast.chat([slot], max_tokens=4, soft_prompt=soft)  # soft prompts: the reference path
-    assert fast.chat([conversation], max_tokens=4, temperature=0.7, n=2)  # sampling too
+    assert fast.chat([conversation], max_tokens=4, temperature=0.7, n=2)  # sampling: the reference path
     assert fast.choose([conversation], ["yes", "no"]) == engines["reference"].choose([conversation], ["yes", "no"])
     with pytest.raises(AssertionError, match="fast decoder was used"):
         fast.chat([conversation], max_tokens=4)  # greedy text: the fast path
+
+
+@pytest.mark.parametrize("placement", ["after", "before", "prefix"])
+def test_soft_prompts_get_the_reference_answers_on_the_fast_path(engines, data_dir, placement):
+    """A soft prompt moved off its tokens (as training moves it), every placement, short and
+    long prompts: the fast decoder splices the vectors in as the reference does."""
+    import torch
+
+    from promptgrad import evaluate_prompt
+    from promptgrad.embedgrad import SoftPrompt
+
+    fast, reference = engines["fast"], engines["reference"]
+    soft = SoftPrompt("please reason step by step", fast.tokenizer, fast.hf_model, placement)
+    with torch.no_grad():
+        soft.embeddings += 0.02 * torch.randn(soft.embeddings.shape, generator=torch.Generator().manual_seed(1))
+    for name, n, max_tokens in MIX[:3]:
+        task = get_task(name)
+        examples = make_splits(task, 0, 0, n, seed=3).test
+        answers = {engine.decoder: [r["output"] for r in evaluate_prompt(engine, task, soft, examples,
+                                                                          max_tokens=max_tokens).records]
+                   for engine in (reference, fast)}
+        assert answers["fast"] == answers["reference"], name
+        assert len(set(answers["fast"])) > 1 or n == 1  # not one empty answer for all
 
 
 def test_small_limits_split_waves_and_batches_and_keep_the_answers(engines, data_dir):

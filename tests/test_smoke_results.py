@@ -94,3 +94,19 @@ def test_gepa_saved_its_candidates():
         assert list(pool.columns) == ["index", "parents", "val_score", "best_on", "metric_calls_at_discovery", "prompt"]
         assert (pool.loc[0, "parents"], pool.loc[0, "metric_calls_at_discovery"]) == ("[]", 0)
         assert pool["val_score"].between(0, 1).all()
+
+
+def test_embedgrad_seed_study_repeats_the_main_run_and_adds_seeds():
+    """01's smoke run trains EmbedGrad and PEFT under seeds 0 and 1 on SST-2: the seed-0 rows are
+    the main run's (same prompt, so the same test accuracy), every seed is scored on the same rows."""
+    metrics = json.loads((Path(RESULTS) / "01_embedgrad" / "metrics.json").read_text())
+    main = {(r["task"], r["method"]): r for r in metrics["rows"]}
+    seeds = metrics["seeds"]
+    assert {(r["method"], r["seed"]) for r in seeds} == {(m, s) for m in ("EmbedGrad", "PEFT prompt tuning")
+                                                         for s in (0, 1)}
+    for row in seeds:
+        assert row["n"] == main["sst2", row["method"]]["n"]
+        if row["seed"] == 0:
+            assert row["accuracy"] == main["sst2", row["method"]]["accuracy"]
+        text = main["sst2", "text prompt"]["accuracy"]
+        assert abs(row["minus_baseline"] - (row["accuracy"] - text)) < 1e-9

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoints import CheckpointError, corrupt
+from .checkpoints import CheckpointError, corrupt, fingerprint
 from .evaluation import answer_budget, build_conversations
 from .methods import Demand, Found, Method, answering, timed
 from .tasks import Example, Task
@@ -71,6 +71,16 @@ class SoftPrompt(torch.nn.Module):
         if text.count(SLOT) != 1:
             raise ValueError("A soft prompt's slot must appear exactly once in the rendered text.")
         return tuple(text.split(SLOT))
+
+    def token_rows(self, texts: list[str], tokenizer) -> list[list[int]]:
+        """Rendered chat texts (holding the slot) -> token ids with -1 ... -k where the k vectors
+        go (the fast decoder's rows: ``fastgen.greedy(..., soft=self.embeddings)``)."""
+        rows = []
+        for text in texts:
+            pre, post = self._pieces(text)
+            pre_ids = tokenizer(pre, add_special_tokens=False).input_ids if pre else []
+            rows.append(pre_ids + [-(j + 1) for j in range(self.k)] + tokenizer(post, add_special_tokens=False).input_ids)
+        return rows
 
     def build_inputs(self, texts: list[str], tokenizer, model, targets: list[list[int]] | None = None,
                      padding_side: str = "left") -> dict[str, torch.Tensor]:
@@ -254,9 +264,7 @@ def encode_examples(engine, task: Task, prompt_text: str, examples: list[Example
 
 def _config_hash(config: TrainConfig, soft: SoftPrompt, examples: list[Example], method: str) -> str:
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "steps"}  # batches do not depend on it
-    blob = json.dumps([settings, soft.init_text, soft.placement, method, soft.model_name,
-                       [e.id for e in examples]], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return fingerprint(settings, soft.init_text, soft.placement, method, soft.model_name, [e.id for e in examples])
 
 
 def _load_checkpoint(path: Path, expected: str) -> dict | None:
@@ -521,7 +529,7 @@ class Fit:
         return sum(len(run.losses) for run in self.runs)
 
     @property
-    def train_seconds(self) -> float:
+    def budget_seconds(self) -> float:
         """Training and the sweep's dev scoring."""
         return sum(run.seconds for run in self.runs) + sum(row["dev_seconds"] for row in self.sweep)
 
@@ -628,7 +636,7 @@ class EmbedGrad(Method):
                    "train_seconds": round(result.log.seconds, 1)}
         # the budget: every training run (the sweep's too) and the sweep's dev scoring, earlier sessions included
         budget = dataclasses.replace(spent, train_examples=result.train_steps * c.batch_size,
-                                     wall_seconds=result.train_seconds)
+                                     wall_seconds=result.budget_seconds)
         return Found(self.name, task.name, result.soft, budget, trajectory, details, result, c.run_settings(splits))
 
     def demand(self, task: Task, splits, loop_judge=None) -> dict:

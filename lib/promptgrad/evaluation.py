@@ -76,7 +76,7 @@ def summarize(records: list[dict]) -> dict:
             "truncation_rate": truncation_rate(records), **answer_profile(records)}
 
 
-def truncated(engine: Engine, outputs: list[str], max_tokens: int) -> list[bool | None]:
+def cut_at_budget(engine: Engine, outputs: list[str], max_tokens: int) -> list[bool | None]:
     """Whether each answer ran into its token budget: its text re-tokenized reaches the budget
     less one (stripping a text can lose a token); None where the engine cannot count tokens."""
     return [None if n is None else n >= max_tokens - 1 for n in engine.count_tokens(outputs)]
@@ -182,7 +182,7 @@ def score_prompts(engine: Engine, task: Task, prompts: dict[str, object], exampl
         for k, name in enumerate(names):
             part = slice(k * len(examples), (k + 1) * len(examples))
             evaluations[name] = _scored(task, examples, conversations[part], first[part], final[part], protocol,
-                                        truncated(engine, first[part], max_tokens))
+                                        cut_at_budget(engine, first[part], max_tokens))
     return {name: evaluations[name] for name in prompts}
 
 

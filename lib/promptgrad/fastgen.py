@@ -14,6 +14,10 @@ So this path (``TransformersEngine(..., decoder="fast")``):
 2. reads each row's own suffix in a batch on top of its group's cached keys and values;
 3. decodes large batches greedily into preallocated key/value buffers (no copy per step).
 
+A soft prompt (``embedgrad.SoftPrompt``) takes the same path: its rows hold negative ids where
+its vectors go (-1 the first), and those positions are read from the vectors instead of the
+embedding matrix.
+
 The arithmetic is the reference's (same weights, fp32, explicit positions and masks); only the
 order of floating-point sums differs with batch shapes, which can flip a near-tied greedy token.
 ``tests/test_fastgen.py`` measures the agreement with ``decoder="reference"`` (HF ``generate``).
@@ -114,19 +118,31 @@ def _chunks(lengths: list[int], max_rows: int, max_tokens: int, order: list[int]
 MIN_HEAD = 8  # a head shared by every prefix is read once when it is at least this long
 
 
+def _inputs(model, ids: torch.Tensor, soft: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``input_ids``, or ``inputs_embeds`` where rows hold a soft prompt's positions (negative ids:
+    -1 is ``soft``'s first vector)."""
+    where = ids < 0
+    if soft is None or not bool(where.any()):
+        return {"input_ids": ids}
+    embeds = model.get_input_embeddings()(ids.clamp(min=0))
+    embeds[where] = soft.to(device=embeds.device, dtype=embeds.dtype)[-ids[where] - 1]
+    return {"inputs_embeds": embeds}
+
+
 @torch.no_grad()
-def read_prefixes(model, prefixes: list[list[int]], pad: int, max_tokens: int = 1024) -> list[list[tuple]]:
+def read_prefixes(model, prefixes: list[list[int]], pad: int, max_tokens: int = 1024,
+                  soft: torch.Tensor | None = None) -> list[list[tuple]]:
     """Keys and values of each prefix, per layer ``(keys [H, L, D], values [H, L, D])``. A head
     that every prefix starts with (the system prompt and the template's opening) is read once;
     the rest is read in length-sorted batches of about ``max_tokens`` (small batches of like
     lengths waste little on padding; reading is compute-bound, so the batch size buys nothing)."""
     head = _common_prefix_all(prefixes) if len(prefixes) > 1 else 0
     head = head if head >= MIN_HEAD else 0
-    head_kv = _read(model, [prefixes[0][:head]], pad)[0] if head else None
+    head_kv = _read(model, [prefixes[0][:head]], pad, soft=soft)[0] if head else None
     rests = [p[head:] for p in prefixes]
     found: list[list[tuple] | None] = [None] * len(prefixes)
     for chunk in _chunks([len(r) for r in rests], 64, max_tokens):
-        for i, kv in zip(chunk, _read(model, [rests[i] for i in chunk], pad, head_kv)):
+        for i, kv in zip(chunk, _read(model, [rests[i] for i in chunk], pad, head_kv, soft)):
             found[i] = kv
     return found
 
@@ -139,7 +155,8 @@ def _common_prefix_all(rows: list[list[int]]) -> int:
     return max(length, 0)
 
 
-def _read(model, rows: list[list[int]], pad: int, head: list[tuple] | None = None) -> list[list[tuple]]:
+def _read(model, rows: list[list[int]], pad: int, head: list[tuple] | None = None,
+          soft: torch.Tensor | None = None) -> list[list[tuple]]:
     """One forward over left-padded rows (after ``head``'s keys/values, when given); each row's
     keys/values, head included, without the padding."""
     device = model.device
@@ -152,8 +169,8 @@ def _read(model, rows: list[list[int]], pad: int, head: list[tuple] | None = Non
         positions = positions.to(device)
     else:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
+    out = model(**_inputs(model, ids, soft), attention_mask=mask, position_ids=positions, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
     width = ids.shape[1]
     found = []
     for b, row in enumerate(rows):
@@ -199,9 +216,10 @@ def batch_cache(prefixes: list[list[tuple]], suffix_mask: torch.Tensor, room: in
 @torch.no_grad()
 def greedy(model, rows: list[list[int]], max_new_tokens: int, end_ids: list[int], pad: int,
            max_rows: int = 96, max_tokens: int = 24576, min_fraction: float = MIN_SHARED_FRACTION,
-           wave_tokens: int = 65536) -> list[list[int]]:
+           wave_tokens: int = 65536, soft: torch.Tensor | None = None) -> list[list[int]]:
     """Greedy continuations of token rows: each row's new tokens up to and including its first
-    end token (or ``max_new_tokens`` of them). Memory: at most ``wave_tokens`` prefix tokens'
+    end token (or ``max_new_tokens`` of them). Negative ids in a row are ``soft``'s vectors
+    (``SoftPrompt.token_rows``). Memory: at most ``wave_tokens`` prefix tokens'
     keys/values are held at once, and a decoding batch holds about ``max_tokens`` tokens' worth
     (46 KB a token for the embedded model; lower both for a large model)."""
     outputs: list[list[int]] = [[] for _ in rows]
@@ -210,7 +228,8 @@ def greedy(model, rows: list[list[int]], max_new_tokens: int, end_ids: list[int]
     for g, group in enumerate(groups):  # waves of groups, so the cached prefixes stay within memory
         wave.append(group)
         if g == len(groups) - 1 or sum(length for length, _ in wave) > wave_tokens:
-            for i, out in _decode_wave(model, rows, wave, max_new_tokens, end_ids, pad, max_rows, max_tokens).items():
+            for i, out in _decode_wave(model, rows, wave, max_new_tokens, end_ids, pad, max_rows, max_tokens,
+                                       soft).items():
                 outputs[i] = out
             wave = []
     return outputs
@@ -219,13 +238,14 @@ def greedy(model, rows: list[list[int]], max_new_tokens: int, end_ids: list[int]
 SUFFIX_TOKENS = 2048  # padded suffix tokens read in one batch (rows x the longest suffix)
 
 
-def _decode_wave(model, rows, groups, max_new_tokens, end_ids, pad, max_rows, max_tokens) -> dict[int, list[int]]:
+def _decode_wave(model, rows, groups, max_new_tokens, end_ids, pad, max_rows, max_tokens,
+                 soft=None) -> dict[int, list[int]]:
     device = model.device
     group_of, prefix_len = {}, {}
     for g, (length, members) in enumerate(groups):
         for i in members:
             group_of[i], prefix_len[i] = g, length
-    cached = read_prefixes(model, [rows[m[0]][:length] for length, m in groups], pad)
+    cached = read_prefixes(model, [rows[m[0]][:length] for length, m in groups], pad, soft=soft)
     ends = torch.tensor(end_ids, device=device)
     members = sorted(group_of)
     outputs: dict[int, list[int]] = {}
@@ -237,7 +257,7 @@ def _decode_wave(model, rows, groups, max_new_tokens, end_ids, pad, max_rows, ma
         suffix_ids, suffix_mask = _left_pad([rows[i][prefix_len[i]:] for i in batch], pad)
         cache, mask, positions = batch_cache([cached[group_of[i]] for i in batch], suffix_mask,
                                              suffix_ids.shape[1] + max_new_tokens)
-        logits = model(input_ids=suffix_ids.to(device), attention_mask=mask, position_ids=positions,
+        logits = model(**_inputs(model, suffix_ids.to(device), soft), attention_mask=mask, position_ids=positions,
                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         layers = cache.layers
         active = list(batch)  # rows still decoding, in the cache's batch order

@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Callable
 
-from .checkpoints import CheckpointError, corrupt, read_json_checkpoint, write_json_atomic  # noqa: F401
+from .checkpoints import CheckpointError, corrupt, fingerprint, read_json_checkpoint, write_json_atomic  # noqa: F401
 from .engines import Engine, Usage, metered
 from .evaluation import FORCED_MAX_TOKENS, answer_budget, score_prompts, shorten
 from .extraction import marked_text
@@ -331,15 +329,6 @@ class Run:
                 "usage": self.usage, "summary": self.summary()}
 
 
-def _accumulate(total: dict, spent: Usage) -> None:
-    for name, value in spent.as_dict().items():
-        total[name] = total.get(name, 0) + value
-
-
-def _fingerprint(examples: list[Example]) -> str:
-    return hashlib.sha256(json.dumps([[e.id, e.input, e.target] for e in examples]).encode()).hexdigest()[:16]
-
-
 def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: list[Example],
              exemplars: list[Example], *, strategy: str | Strategy = "GPO", steps: int = 18, candidates: int = 8,
              initial_prompt: str = INITIAL_PROMPT, placement: str = "after", protocol: str = "forced",
@@ -368,7 +357,8 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
               "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
               "max_tokens": max_tokens, "forced_max_tokens": forced_max_tokens,
               "optimizer_max_tokens": optimizer_max_tokens, "temperature": temperature,
-              "parse": parse, "seed": seed, "dev": _fingerprint(dev), "exemplars": _fingerprint(exemplars),
+              "parse": parse, "seed": seed, "dev": fingerprint([[e.id, e.input, e.target] for e in dev]),
+              "exemplars": fingerprint([[e.id, e.input, e.target] for e in exemplars]),
               "task_model": task_engine.model, "optimizer_model": optimizer_engine.model}
     path = Path(checkpoint) if checkpoint else None
     state = load_checkpoint(path, config) if path else None
@@ -387,7 +377,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
                 found = score_prompts(task_engine, task, {p: p for p in todo}, dev, placement=placement,
                                       protocol=protocol, max_tokens=max_tokens, forced_max_tokens=forced_max_tokens,
                                       desc=f"{strategy.name} dev")
-            _accumulate(state["usage"]["task"], spent)
+            state["usage"]["task"] = (Usage(**state["usage"]["task"]) + spent).as_dict()
             scores.update({p: ev.summary["accuracy"] for p, ev in found.items()})
         return scores[prompts[-1]]
 
@@ -419,7 +409,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
             outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
                                             temperature=temperature, max_tokens=optimizer_max_tokens,
                                             seed=seed * 1000 + t, desc=f"{strategy.name} optimizer")[0]
-        _accumulate(state["usage"]["optimizer"], spent)
+        state["usage"]["optimizer"] = (Usage(**state["usage"]["optimizer"]) + spent).as_dict()
         prompts, counts = parse_candidates(outputs, parse)
         failed = sum(counts[k] for k in FAILED)
         if failed:

@@ -24,17 +24,15 @@ after every iteration (JSON, atomic write) and resume from it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import random
 import re
 from pathlib import Path
 
-from .checkpoints import CheckpointError, read_json_checkpoint, write_json_atomic
+from .checkpoints import CheckpointError, fingerprint, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
-from .evaluation import (Evaluation, answer_budget, build_conversations, follow_up, shorten, summarize,
-                         truncated)
+from .evaluation import (Evaluation, answer_budget, build_conversations, cut_at_budget, follow_up, shorten,
+                         summarize)
 from .extraction import PARSE_MODES, marked_text
 from .methods import Demand, Found, Method, answering
 from .tasks import Example, Task
@@ -375,7 +373,7 @@ def evaluate_with_judge(generator: Engine, judge: Engine, task: Task, prompt: st
     ``accuracy`` is the mean judge score; unparseable verdicts are the format failures."""
     scored = score_prompt(generator, judge, task, prompt, examples, criteria=criteria, max_tokens=max_tokens,
                           judge_max_tokens=judge_max_tokens, tracker=tracker)
-    cut = truncated(generator, scored.outputs, answer_budget(task, max_tokens))
+    cut = cut_at_budget(generator, scored.outputs, answer_budget(task, max_tokens))
     records = [{"id": ex.id, "input": task.format(ex, prompt), "output": out, "parsed": v.score, "gold": ex.target,
                 "correct": v.score == 1, "judge_reasoning": v.reasoning, "truncated": was_cut}
                for ex, out, v, was_cut in zip(examples, scored.outputs, scored.verdicts, cut)]
@@ -415,12 +413,6 @@ class GradSumRun:
         """Validation scores of the beam, per iteration (iteration 0: the initial prompt)."""
         return [h["beam_scores"] for h in self.history]
 
-    def total_usage(self) -> Usage:
-        total = Usage()
-        for u in self.usage.values():
-            total = total + u
-        return total
-
     def summary(self) -> dict:
         """JSON-ready facts for metrics.json."""
         return {"best_prompt": self.best_prompt, "beam": self.beam, "beam_scores": self.beam_scores(),
@@ -429,10 +421,10 @@ class GradSumRun:
                 "iterations": self.completed}
 
 
-def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+def _load_checkpoint(path: Path, expected: str) -> dict | None:
     state = read_json_checkpoint(path, {"fingerprint", "completed", "beam", "history", "val_scores", "tracker",
                                         "agreement"})
-    if state is not None and state["fingerprint"] != fingerprint:
+    if state is not None and state["fingerprint"] != expected:
         raise CheckpointError(
             f"Checkpoint {path} belongs to another configuration (task, prompt, models, sizes or templates "
             f"differ); it was not used. Delete it, or pass another checkpoint path.")
@@ -500,14 +492,14 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
                            "gradient": _engine_name(gradient_engine), "summary": _engine_name(summarizer),
                            "editor": _engine_name(editor)},
                   train=[ex.id for ex in train], val=[ex.id for ex in val], templates=t)
-    fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    settings_hash = fingerprint(config)
     config["iterations"] = iterations
 
     tracker = Tracker()
     agreement = {"agree": 0, "n": 0}
     val_scores: dict[str, float] = {}
     path = Path(checkpoint) if checkpoint else None
-    state = _load_checkpoint(path, fingerprint) if path else None
+    state = _load_checkpoint(path, settings_hash) if path else None
 
     def score_val(prompt: str) -> float:
         if prompt not in val_scores:
@@ -539,7 +531,7 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
     def save(completed: int) -> None:
         if path is None:
             return
-        write_json_atomic(path, {"fingerprint": fingerprint, "config": config, "completed": completed,
+        write_json_atomic(path, {"fingerprint": settings_hash, "config": config, "completed": completed,
                                   "beam": [{"prompt": p, "score": val_scores[p]} for p in current],
                                   "history": history, "val_scores": val_scores, "tracker": tracker.state(),
                                   "agreement": agreement})
@@ -648,7 +640,7 @@ class GradSum(Method):
                        **settings)
         trajectory = [{"step": h["iteration"], "prompt": h["beam"][0], "score": h["beam_scores"][0]}
                       for h in run.history]
-        return Found(self.name, task.name, run.best_prompt, run.total_usage(), trajectory,
+        return Found(self.name, task.name, run.best_prompt, sum(run.usage.values(), Usage()), trajectory,
                      {"dev_accuracy": run.beam[0]["score"]}, run, c.run_settings(splits))
 
     def demand(self, task: Task, splits, loop_judge=None) -> dict:

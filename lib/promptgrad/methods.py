@@ -210,6 +210,27 @@ def record(results, task: str, method: str, evaluation: Evaluation, prompt, foun
     return results.add(task, method, evaluation, prompt, **columns, **extra)
 
 
+def across_seeds(methods: list[Method], task: Task, splits: Splits, engines: Engines, seeds: list[int],
+                 baseline: Evaluation, checkpoint_dir: str | Path | None = None, **scoring) -> list[dict]:
+    """Each method run once per seed (the seed moves the method's own randomness, such as the order
+    of training batches; the splits stay) and its prompt scored on the test split
+    (:func:`score_on_test` with ``scoring``): a row per method and seed, with the paired
+    difference from ``baseline`` (an evaluation of the same test rows)."""
+    from .evaluation import paired_difference
+
+    rows = []
+    for seed in seeds:
+        found = {m.name: dataclasses.replace(m, seed=seed).optimize(task, splits, engines, checkpoint_dir)
+                 for m in methods}
+        scored = score_on_test(engines.task, task, {n: f.prompt for n, f in found.items()}, splits.test, **scoring)
+        for name, evaluation in scored.items():
+            gain = paired_difference(evaluation.correct, baseline.correct)
+            rows.append({"task": task.name, "method": name, "seed": seed, "n": evaluation.summary["n"],
+                         "accuracy": evaluation.summary["accuracy"], "ci95": evaluation.summary["ci95"],
+                         "minus_baseline": gain["difference"], "minus_baseline_ci95": gain["ci95"]})
+    return rows
+
+
 NAMES = ("EmbedGrad", "PEFT prompt tuning", "GPO", "OPRO", "APE", "GRAD-SUM", "GRAD-SUM (no summarization)", "GEPA")
 
 

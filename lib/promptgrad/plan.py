@@ -117,8 +117,11 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
     rows, total = len(splits.test), {}
     if stem.startswith("00"):
         methods, scored, protocol, judged = [], len(params["PROMPTS"]), "direct", False
-    elif stem.startswith("01"):
-        methods, scored, protocol, judged = _embedding(params), 3, "direct", False
+    elif stem.startswith("01"):  # the text prompt and both methods; both again under each further seed
+        from .tasks import per_task
+
+        seeds = [s for s in per_task(params.get("TRAIN_SEEDS") or {}, task, default=[]) if s != params.get("SEED", 0)]
+        methods, scored, protocol, judged = _embedding(params) * (1 + len(seeds)), 3 + 2 * len(seeds), "direct", False
     elif stem.startswith("02"):
         methods, scored, protocol, judged = _gpo(params), 1 + len(params["METHODS"]), "forced", False
     elif stem.startswith("03"):

@@ -138,6 +138,24 @@ def paired_table(evaluations: dict, pairs: list[tuple[str, str]], tasks: list[st
     return frame
 
 
+def seed_table(rows: list[dict]) -> pd.DataFrame:
+    """Per task and method (rows of ``methods.across_seeds``): the seeds, test accuracy per seed,
+    their mean and sample standard deviation, the mean paired difference from the baseline, and
+    on how many seeds that difference's 95% interval excludes zero."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    out = []
+    for (task, method), group in frame.groupby(["task", "method"], sort=False):
+        excludes = sum(lo > 0 or hi < 0 for lo, hi in group["minus_baseline_ci95"])
+        out.append({"task": task, "method": method, "n": int(group["n"].iloc[0]), "seeds": list(group["seed"]),
+                    "accuracy_per_seed": [round(a, 4) for a in group["accuracy"]],
+                    "mean": round(group["accuracy"].mean(), 4), "sd": round(group["accuracy"].std(ddof=1), 4),
+                    "mean_minus_baseline": round(group["minus_baseline"].mean(), 4),
+                    "seeds_gain_ci_excludes_zero": f"{excludes}/{len(group)}"})
+    return pd.DataFrame(out)
+
+
 def notebook_parameters(namespace: dict) -> dict:
     """A notebook's parameters from its namespace: the upper-case names bound to JSON literals
     (call it right after the parameters cell). metrics.json keeps them, so another notebook

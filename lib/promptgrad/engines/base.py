@@ -15,10 +15,15 @@ Conversation = list[dict[str, str]]
 
 
 class PromptInputs(Protocol):
-    """Something that turns rendered chat texts into model inputs (a soft prompt does)."""
+    """Something that turns rendered chat texts into model inputs (a soft prompt does): its
+    vectors, the embeddings spliced in (``build_inputs``), or token rows marking where they go
+    (``token_rows``, for the fast decoder)."""
+
+    embeddings: torch.Tensor
 
     def fingerprint(self) -> str: ...
     def build_inputs(self, texts: list[str], tokenizer, model) -> dict[str, torch.Tensor]: ...
+    def token_rows(self, texts: list[str], tokenizer) -> list[list[int]]: ...
 
 
 @dataclasses.dataclass

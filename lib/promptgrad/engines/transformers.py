@@ -51,17 +51,17 @@ class TransformersEngine(Engine):
         return self.tokenizer.apply_chat_template(self.prepare(conversation), tokenize=False, add_generation_prompt=True)
 
     def cache_params(self, n: int, temperature: float, soft_prompt) -> dict:
-        """The fast decoder's answers get keys of their own (they may differ from the reference's
-        in a near-tied token); the reference keeps the keys it always had."""
+        """The fast decoder's answers (text and soft prompts alike) get keys of their own (they may
+        differ from the reference's in a near-tied token); the reference keeps the keys it always had."""
         return {"decoder": "fast"} if self._fast(n, temperature, soft_prompt) else {}
 
     def _fast(self, n: int, temperature: float, soft_prompt) -> bool:
-        return self.decoder == "fast" and n == 1 and temperature == 0 and soft_prompt is None
+        return self.decoder == "fast" and n == 1 and temperature == 0
 
     @torch.no_grad()
     def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
         if self._fast(n, temperature, soft_prompt):
-            return self._generate_fast(conversations, max_tokens)
+            return self._generate_fast(conversations, max_tokens, soft_prompt)
         texts = [self.render(c) for c in conversations]
         batches = self._batches(texts)
         outputs: list[list[str]] = [[] for _ in texts]
@@ -84,12 +84,16 @@ class TransformersEngine(Engine):
                 outputs[i] = [s.strip() for s in decoded[j * n:(j + 1) * n]]
         return outputs
 
-    def _generate_fast(self, conversations, max_tokens: int) -> list[list[str]]:
+    def _generate_fast(self, conversations, max_tokens: int, soft_prompt=None) -> list[list[str]]:
         from ..fastgen import greedy
 
-        rows = self.tokenizer([self.render(c) for c in conversations], add_special_tokens=False).input_ids
+        texts = [self.render(c) for c in conversations]
+        if soft_prompt is None:
+            rows, soft = self.tokenizer(texts, add_special_tokens=False).input_ids, None
+        else:
+            rows, soft = soft_prompt.token_rows(texts, self.tokenizer), soft_prompt.embeddings.detach()
         new = greedy(self.hf_model, rows, max_tokens, self.end_token_ids, self.tokenizer.pad_token_id,
-                     **self.fast_limits)
+                     soft=soft, **self.fast_limits)
         self.usage.prompt_tokens += sum(map(len, rows))
         self.usage.completion_tokens += sum(map(len, new))
         return [[text.strip()] for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
