@@ -97,7 +97,7 @@ def weights_note(model: str) -> str:
 def check_notebook(notebook: str, params: dict) -> Report:
     report = Report(notebook)
     names = list(params.get("TASKS") or [])
-    if params.get("SCALE_TASK") and params["SCALE_TASK"] not in names:
+    if params.get("SCALE_MODELS") and params.get("SCALE_TASK") and params["SCALE_TASK"] not in names:
         report.problems.append(f"SCALE_TASK='{params['SCALE_TASK']}' is not in TASKS {names}: add it to TASKS.")
     missing = [n for n in params.get("HYBRID_TASKS") or [] if n not in names]
     if missing:
