@@ -298,3 +298,17 @@ def test_peft_training_is_reproducible(local_engine, sst2):
     second, _ = train_peft_prompt_tuning(INIT, local_engine, task, splits.train, config,
                                          local_model_path(local_engine.model))
     assert torch.equal(first.embeddings, second.embeddings)
+
+
+def test_the_plan_counts_each_further_training_seed(data_dir):
+    """01's TRAIN_SEEDS: each seed besides SEED trains EmbedGrad and PEFT again and scores both."""
+    from promptgrad import plan
+
+    params = {"TASKS": ["sst2"], "N_TRAIN": 20, "N_DEV": 4, "N_TEST": 10, "STEPS": 3, "BATCH_SIZE": 2,
+              "LEARNING_RATES": [0.01], "SWEEP_STEPS": 1, "MAX_TOKENS": None, "SEED": 0, "SCALE_TASK": "sst2",
+              "SCALE_MODELS": []}
+    one = plan.notebook_demand("01_embedgrad", {**params, "TRAIN_SEEDS": {}}, [])["task"]["sst2"]
+    three = plan.notebook_demand("01_embedgrad", {**params, "TRAIN_SEEDS": {"sst2": [0, 1, 2]}}, [])["task"]["sst2"]
+    assert one.train_examples == 2 * 3 * 2  # EmbedGrad and PEFT, 3 steps of 2 examples each
+    assert three.train_examples == 3 * one.train_examples
+    assert three.calls == one.calls + 2 * 2 * 10  # two more seeds, two prompts each, on the 10 test rows

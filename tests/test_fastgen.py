@@ -2,6 +2,8 @@
 fixed set of prompts of every answer kind and several lengths, text and soft prompts, same usage,
 same cache."""
 
+import dataclasses
+
 import pytest
 
 from promptgrad import ResponseCache, TransformersEngine, get_task, make_splits
@@ -68,15 +70,20 @@ def test_sampling_and_choose_keep_the_reference_path(engines, data_dir, monkeypa
 
 
 @pytest.mark.parametrize("placement", ["after", "before", "prefix"])
-def test_soft_prompts_get_the_reference_answers_on_the_fast_path(engines, data_dir, placement):
+def test_soft_prompts_get_the_reference_answers_on_the_fast_path(engines, data_dir, placement, monkeypatch):
     """A soft prompt moved off its tokens (as training moves it), every placement, short and
-    long prompts: the fast decoder splices the vectors in as the reference does."""
+    long prompts: the fast decoder splices the vectors in as the reference does, and counts the
+    same prompt and completion tokens."""
     import torch
 
-    from promptgrad import evaluate_prompt
+    from promptgrad import evaluate_prompt, fastgen
     from promptgrad.embedgrad import SoftPrompt
 
+    calls = []
+    greedy = fastgen.greedy
+    monkeypatch.setattr(fastgen, "greedy", lambda *a, **k: calls.append(k["soft"]) or greedy(*a, **k))
     fast, reference = engines["fast"], engines["reference"]
+    before = {e.decoder: dataclasses.replace(e.usage) for e in (fast, reference)}
     soft = SoftPrompt("please reason step by step", fast.tokenizer, fast.hf_model, placement)
     with torch.no_grad():
         soft.embeddings += 0.02 * torch.randn(soft.embeddings.shape, generator=torch.Generator().manual_seed(1))
@@ -88,6 +95,10 @@ def test_soft_prompts_get_the_reference_answers_on_the_fast_path(engines, data_d
                    for engine in (reference, fast)}
         assert answers["fast"] == answers["reference"], name
         assert len(set(answers["fast"])) > 1 or n == 1  # not one empty answer for all
+    assert len(calls) == len(MIX[:3]) and all(soft is not None for soft in calls)  # the fast decoder ran
+    spent = {e.decoder: e.usage - before[e.decoder] for e in (fast, reference)}
+    assert spent["fast"].prompt_tokens == spent["reference"].prompt_tokens
+    assert spent["fast"].completion_tokens == spent["reference"].completion_tokens
 
 
 def test_small_limits_split_waves_and_batches_and_keep_the_answers(engines, data_dir):

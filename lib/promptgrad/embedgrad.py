@@ -74,7 +74,7 @@ class SoftPrompt(torch.nn.Module):
 
     def token_rows(self, texts: list[str], tokenizer) -> list[list[int]]:
         """Rendered chat texts (holding the slot) -> token ids with -1 ... -k where the k vectors
-        go (the fast decoder's rows: ``fastgen.greedy(..., soft=self.embeddings)``)."""
+        go (the fast decoder's rows: ``fastgen.greedy(..., soft=self.embeddings.detach())``)."""
         rows = []
         for text in texts:
             pre, post = self._pieces(text)

@@ -121,7 +121,8 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
         from .tasks import per_task
 
         seeds = [s for s in per_task(params.get("TRAIN_SEEDS") or {}, task, default=[]) if s != params.get("SEED", 0)]
-        methods, scored, protocol, judged = _embedding(params) * (1 + len(seeds)), 3 + 2 * len(seeds), "direct", False
+        methods, protocol, judged = _embedding(params), "direct", False
+        methods, scored = methods * (1 + len(seeds)), 1 + len(methods) * (1 + len(seeds))
     elif stem.startswith("02"):
         methods, scored, protocol, judged = _gpo(params), 1 + len(params["METHODS"]), "forced", False
     elif stem.startswith("03"):

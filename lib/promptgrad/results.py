@@ -150,7 +150,8 @@ def seed_table(rows: list[dict]) -> pd.DataFrame:
         excludes = sum(lo > 0 or hi < 0 for lo, hi in group["minus_baseline_ci95"])
         out.append({"task": task, "method": method, "n": int(group["n"].iloc[0]), "seeds": list(group["seed"]),
                     "accuracy_per_seed": [round(a, 4) for a in group["accuracy"]],
-                    "mean": round(group["accuracy"].mean(), 4), "sd": round(group["accuracy"].std(ddof=1), 4),
+                    "mean": round(group["accuracy"].mean(), 4),
+                    "sd": round(group["accuracy"].std(ddof=1), 4) if len(group) > 1 else None,
                     "mean_minus_baseline": round(group["minus_baseline"].mean(), 4),
                     "seeds_gain_ci_excludes_zero": f"{excludes}/{len(group)}"})
     return pd.DataFrame(out)
