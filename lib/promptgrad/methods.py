@@ -212,11 +212,10 @@ def record(results, task: str, method: str, evaluation: Evaluation, prompt, foun
 
 def across_seeds(methods: list[Method], task: Task, splits: Splits, engines: Engines, seeds: list[int],
                  baseline: Evaluation, checkpoint_dir: str | Path | None = None, **scoring) -> list[dict]:
-    """Each method (a dataclass with a ``seed`` field) run once per seed (the seed moves the method's
-    own randomness, such as the order
-    of training batches; the splits stay) and its prompt scored on the test split
-    (:func:`score_on_test` with ``scoring``): a row per method and seed, with the paired
-    difference from ``baseline`` (an evaluation of the same test rows)."""
+    """Each method (a dataclass with a ``seed`` field) run once per seed (the seed moves the
+    method's own randomness, such as the order of training batches; the splits stay) and its
+    prompt scored on the test split (:func:`score_on_test` with ``scoring``): a row per method and
+    seed, with the paired difference from ``baseline`` (an evaluation of the same test rows)."""
     from .evaluation import paired_difference
 
     rows = []
