@@ -19,12 +19,12 @@ from .tasks import Example, Task
 DEFAULT_MAX_TOKENS = {"number": 256, "choice": 64, "text": 48, "brackets": 48, "open": 384,
                       "yesno": 48, "validity": 48, "truefalse": 48, "sentiment": 24}
 PROTOCOLS = ("direct", "forced")
+FORCED_MAX_TOKENS = 32  # the forced answer turn's budget (our CPU choice; GPO's code: 100)
 
 
 def answer_budget(task: Task, max_tokens: int | None) -> int:
     """``max_tokens``, or the default budget of the task's answer kind (``DEFAULT_MAX_TOKENS``)."""
     return max_tokens or DEFAULT_MAX_TOKENS[task.kind]
-FORCED_MAX_TOKENS = 32  # the forced answer turn's budget (our CPU choice; GPO's code: 100)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -368,6 +368,10 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
                  "usage": {"task": {}, "optimizer": {}}}
     scores: dict[str, float] = {}
 
+    def spend(role: str, spent: Usage) -> None:
+        """Add ``spent`` to the role's usage kept in the checkpoint state."""
+        state["usage"][role] = (Usage(**state["usage"][role]) + spent).as_dict()
+
     def score(*prompts: str) -> float:
         """Dev accuracy of each prompt not scored yet, all in one call (a fast engine reads each
         dev question once for all candidates); the last prompt's score."""
@@ -377,7 +381,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
                 found = score_prompts(task_engine, task, {p: p for p in todo}, dev, placement=placement,
                                       protocol=protocol, max_tokens=max_tokens, forced_max_tokens=forced_max_tokens,
                                       desc=f"{strategy.name} dev")
-            state["usage"]["task"] = (Usage(**state["usage"]["task"]) + spent).as_dict()
+            spend("task", spent)
             scores.update({p: ev.summary["accuracy"] for p, ev in found.items()})
         return scores[prompts[-1]]
 
@@ -409,7 +413,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
             outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
                                             temperature=temperature, max_tokens=optimizer_max_tokens,
                                             seed=seed * 1000 + t, desc=f"{strategy.name} optimizer")[0]
-        state["usage"]["optimizer"] = (Usage(**state["usage"]["optimizer"]) + spent).as_dict()
+        spend("optimizer", spent)
         prompts, counts = parse_candidates(outputs, parse)
         failed = sum(counts[k] for k in FAILED)
         if failed:
