@@ -359,13 +359,15 @@ def test_embedded_run_killed_and_resumed_matches(local_engine, real_full, tmp_pa
 def test_table5_means_each_benchmark_apart():
     rows = [{"split": "test", "task": t, "method": m, "accuracy": a}
             for t, m, a in [("gpo/bbh/navigate", "initial", 0.5), ("gpo/bbh/snarks", "initial", 0.7),
-                            ("gpo/mmlu/anatomy", "initial", 0.3), ("gpo/bbh/navigate", "GPO", 0.6)]]
+                            ("gpo/mmlu/anatomy", "initial", 0.3), ("gpo/bbh/navigate", "GPO", 0.6),
+                            ("gpo/mmlu/anatomy", "no instruction", 0.2)]]
     table = papers.gpo_table5(rows, label="ours").set_index("method")
     assert table.loc["CoT", "ours: BBH mean (2 tasks)"] == 60.0
     assert table.loc["CoT", "ours: MMLU mean (1 tasks)"] == 30.0
     assert table.loc["CoT", "ours: bbh/snarks"] == 70.0
     assert pd.isna(table.loc["GPO", "ours: BBH mean (2 tasks)"])  # a mean over part of the tasks is no mean
     assert table.loc["GPO", "paper BBH"] == 35.43
+    assert table.loc["Empty", "ours: MMLU mean (1 tasks)"] == 20.0  # the paper's "Empty": no instruction
 
 
 def test_the_demand_before_a_run_is_what_the_run_asks_when_every_candidate_is_new():

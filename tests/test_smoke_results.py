@@ -110,3 +110,19 @@ def test_embedgrad_seed_study_repeats_the_main_run_and_adds_seeds():
             assert row["accuracy"] == main["sst2", row["method"]]["accuracy"]
         text = main["sst2", "text prompt"]["accuracy"]
         assert abs(row["minus_baseline"] - (row["accuracy"] - text)) < 1e-9
+
+
+@pytest.mark.parametrize("stem, method", [("02_gpo", "GPO"), ("03_gradsum", "GRAD-SUM")])
+def test_text_optimizers_are_paired_with_the_initial_prompt_and_no_instruction(stem, method):
+    """02 and 03 compare what the loop found with the prompt it started from and with no instruction,
+    question by question: each paired difference is the two rows' accuracies apart."""
+    metrics = json.loads((Path(RESULTS) / stem / "metrics.json").read_text())
+    accuracy = {(r["task"], r["method"]): r["accuracy"] for r in metrics["rows"]}
+    pairs = {(p["task"], p["a"], p["b"]): p for p in metrics["paired_differences"]}
+    answered = [t for t, m in accuracy if m == "no instruction"]  # tasks whose initial prompt is not blank
+    assert answered
+    for task in answered:
+        assert {(task, method, "initial"), (task, method, "no instruction")} <= set(pairs)
+    for (task, a, b), pair in pairs.items():
+        assert abs(pair["difference"] - (accuracy[task, a] - accuracy[task, b])) < 1e-4
+        assert pair["ci95_low"] <= pair["difference"] <= pair["ci95_high"]

@@ -82,7 +82,7 @@ def _gpo(params: dict) -> list:
     from . import GPO
 
     return [GPO(strategy=strategy, steps=params["STEPS"], epochs=params["EPOCHS"], batch=params["BATCH"],
-                candidates=params["CANDIDATES"], max_tokens=params["MAX_TOKENS"],
+                candidates=params["CANDIDATES"], protocol=params["PROTOCOL"], max_tokens=params["MAX_TOKENS"],
                 forced_max_tokens=params["FORCED_MAX_TOKENS"], optimizer_max_tokens=params["OPTIMIZER_MAX_TOKENS"])
             for strategy in params["METHODS"]]
 
@@ -124,7 +124,7 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
         methods, protocol, judged = _embedding(params), "direct", False
         methods, scored = methods * (1 + len(seeds)), 1 + len(methods) * (1 + len(seeds))
     elif stem.startswith("02"):
-        methods, scored, protocol, judged = _gpo(params), 1 + len(params["METHODS"]), "forced", False
+        methods, scored, protocol, judged = _gpo(params), 1 + len(params["METHODS"]), params["PROTOCOL"], False
     elif stem.startswith("03"):
         judged = params.get("TEST_SCORED_BY") == "judge" or not task.has_answers
         methods, scored, protocol = _gradsum(params), 3, params["PROTOCOL"]

@@ -98,6 +98,16 @@ class Results:
         path.write_text(frame.to_markdown(index=False, floatfmt=floatfmt) + "\n", encoding="utf-8")
         return path
 
+    def save_paired(self, evaluations: dict, pairs: list[tuple[str, str]], tasks: list[str],
+                    name: str = "paired_differences") -> pd.DataFrame:
+        """Paired differences on the same test items (:func:`paired_table`), saved as ``<name>.csv``
+        and ``.md`` and kept for metrics.json under ``name``; returns the table to show (its
+        intervals as text)."""
+        frame = paired_table(evaluations, pairs, tasks)
+        self.save_table(frame, name)
+        self.extra[name] = frame.to_dict("records")
+        return frame.drop(columns=["ci95_low", "ci95_high"], errors="ignore")
+
     def save_jsonl(self, items: list[dict], name: str) -> Path:
         """One JSON object per line (a trajectory, every step's candidates), as ``<name>.jsonl``."""
         path = self.dir / f"{name}.jsonl"
