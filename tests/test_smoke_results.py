@@ -126,3 +126,17 @@ def test_text_optimizers_are_paired_with_the_initial_prompt_and_no_instruction(s
     for (task, a, b), pair in pairs.items():
         assert abs(pair["difference"] - (accuracy[task, a] - accuracy[task, b])) < 1e-4
         assert pair["ci95_low"] <= pair["difference"] <= pair["ci95_high"]
+
+
+@pytest.mark.parametrize("stem", ["02_gpo", "03_gradsum"])
+def test_the_plan_counts_every_test_row_the_smoke_run_recorded(stem):
+    """``promptgrad.plan`` counts, with the parameters the smoke run had, one answer per test
+    question of every row the run recorded (two under the forced protocol): every prompt the
+    notebook scores, the baselines included."""
+    from promptgrad.plan import notebook_demand
+
+    metrics = json.loads((Path(RESULTS) / stem / "metrics.json").read_text())
+    params = metrics["parameters"]
+    planned = sum(d.calls for d in notebook_demand(stem, params, [])["task"].values())
+    turns = 2 if params["PROTOCOL"] == "forced" else 1
+    assert planned == turns * sum(r["n"] for r in metrics["rows"])

@@ -21,8 +21,8 @@ GPO_TABLE5 = {  # GPO README Table 5, Llama-2-7b-chat task model, gpt-3.5-turbo 
     "PE2": {"BBH": 33.43, "GSM8K": 25.33, "MMLU": 38.15, "WSC": 62.67},
     "GPO": {"BBH": 35.43, "GSM8K": 28.33, "MMLU": 39.14, "WSC": 65.33},
 }
-GPO_OUR_METHOD = {"Empty": "no instruction", "CoT": "initial", "APE": "APE", "OPRO": "OPRO",  # "Let's think step
-                  "GPO": "GPO"}                                                          #   by step." is CoT
+# The paper's rows and ours: CoT is our initial "Let's think step by step.", Empty our no instruction
+GPO_OUR_METHOD = {"Empty": "no instruction", "CoT": "initial", "APE": "APE", "OPRO": "OPRO", "GPO": "GPO"}
 
 GRADSUM_CLAIMS = {"gain_over_initial": 0.14, "gain_from_summarization": 0.05}  # GRAD-SUM abstract and Figure 2
 

@@ -90,8 +90,8 @@ def _gpo(params: dict) -> list:
 def _gradsum(params: dict) -> list:
     from . import GradSum
 
-    settings = dict(beam=params["BEAM"], children=params["CHILDREN"], iterations=params["ITERATIONS"],
-                    minibatch=params["MINIBATCH"], max_tokens=params["MAX_TOKENS"],
+    settings = dict(initial_prompt=params["INITIAL_PROMPT"], beam=params["BEAM"], children=params["CHILDREN"],
+                    iterations=params["ITERATIONS"], minibatch=params["MINIBATCH"], max_tokens=params["MAX_TOKENS"],
                     judge_max_tokens=params["JUDGE_MAX_TOKENS"], gradient_max_tokens=params["GRADIENT_MAX_TOKENS"],
                     summary_max_tokens=params["SUMMARY_MAX_TOKENS"], editor_max_tokens=params["EDITOR_MAX_TOKENS"],
                     max_failures=params["MAX_FAILURES"])
@@ -123,11 +123,12 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
         seeds = [s for s in per_task(params.get("TRAIN_SEEDS") or {}, task, default=[]) if s != params.get("SEED", 0)]
         methods, protocol, judged = _embedding(params), "direct", False
         methods, scored = methods * (1 + len(seeds)), 1 + len(methods) * (1 + len(seeds))
-    elif stem.startswith("02"):
-        methods, scored, protocol, judged = _gpo(params), 1 + len(params["METHODS"]), params["PROTOCOL"], False
-    elif stem.startswith("03"):
+    elif stem.startswith("02"):  # the initial prompt, no instruction and each method's
+        methods, scored, protocol, judged = _gpo(params), 2 + len(params["METHODS"]), params["PROTOCOL"], False
+    elif stem.startswith("03"):  # the initial template, both arms, and the question alone where the template is more
         judged = params.get("TEST_SCORED_BY") == "judge" or not task.has_answers
-        methods, scored, protocol = _gradsum(params), 3, params["PROTOCOL"]
+        methods, protocol = _gradsum(params), params["PROTOCOL"]
+        scored = 3 + (methods[0].for_task(task).initial_prompt != "{question}")
     else:  # 04: three baselines, every method, the hybrid (EmbedGrad once more, from GPO's prompt), transfer
         methods = _head_to_head(params)
         if task.name in (params.get("HYBRID_TASKS") or []):
