@@ -24,7 +24,7 @@ GPO_TABLE5 = {  # GPO README Table 5, Llama-2-7b-chat task model, gpt-3.5-turbo 
 # The paper's rows and ours: CoT is our initial "Let's think step by step.", Empty our no instruction
 GPO_OUR_METHOD = {"Empty": "no instruction", "CoT": "initial", "APE": "APE", "OPRO": "OPRO", "GPO": "GPO"}
 
-GRADSUM_CLAIMS = {"gain_over_initial": 0.14, "gain_from_summarization": 0.05}  # GRAD-SUM abstract and Figure 2
+GRADSUM_CLAIMS = {"gain_over_initial": 0.14, "gain_from_summarization": 0.05}  # GRAD-SUM: Table 2, its ablation
 
 
 def _pct(row: dict | None) -> str:
