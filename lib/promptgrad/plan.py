@@ -125,7 +125,7 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
         methods, scored = methods * (1 + len(seeds)), 1 + len(methods) * (1 + len(seeds))
     elif stem.startswith("02"):  # the initial prompt, no instruction and each method's
         methods, scored, protocol, judged = _gpo(params), 2 + len(params["METHODS"]), params["PROTOCOL"], False
-    elif stem.startswith("03"):  # the initial template, both arms, and the question alone where the template is more
+    elif stem.startswith("03"):  # the initial template, both arms, and the question alone where the template adds to it
         judged = params.get("TEST_SCORED_BY") == "judge" or not task.has_answers
         methods, protocol = _gradsum(params), params["PROTOCOL"]
         scored = 3 + (methods[0].for_task(task).initial_prompt != "{question}")
