@@ -117,3 +117,19 @@ def test_rows_that_share_most_of_their_tokens_are_grouped():
     groups = sorted((length, sorted(members)) for length, members in prefix_groups(rows))
     assert groups == [(33, [0, 1, 3]), (33, [2])]  # the header alone is not enough to share
     assert all(length < min(len(rows[i]) for i in members) for length, members in groups)
+
+
+def test_other_kernels_are_copies_and_the_names_are_checked(engines):
+    """The bench's int8 / bf16 variants leave the engines' fp32 model as it was."""
+    import torch
+
+    from promptgrad.bench import with_kernel
+
+    model = engines["fast"].hf_model
+    before = model.lm_head.weight.clone()
+    int8, bf16 = with_kernel(model, "int8"), with_kernel(model, "bf16")
+    assert not isinstance(int8.lm_head, torch.nn.Linear) and isinstance(model.lm_head, torch.nn.Linear)
+    assert bf16.lm_head.weight.dtype == torch.bfloat16 and model.lm_head.weight.dtype == torch.float32
+    assert torch.equal(model.lm_head.weight, before)
+    with pytest.raises(ValueError, match="Unknown kernel 'fp8'"):
+        with_kernel(model, "fp8")

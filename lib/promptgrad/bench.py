@@ -1,6 +1,7 @@
 """Benchmarks (speed, not behaviour): ratios from one run on this machine.
 
     python -m promptgrad.bench evaluate        # notebook 00's evaluation mix: fast decoder vs batched reference
+    python -m promptgrad.bench evaluate --kernels int8 bf16   # and the fast decoder in int8 / bf16, with agreement
     python -m promptgrad.bench generate        # tokens/s: transformers one at a time and batched, llama.cpp
     python -m promptgrad.bench embedgrad-step  # EmbedGrad train step vs PEFT prompt tuning, same batch
 
@@ -102,37 +103,74 @@ def compute_limit(model) -> dict:
             "tokens_per_second_limit": round(gflops / (2 * weights / 1e9))}
 
 
-def bench_evaluate(model: str, rows: dict[str, int]) -> dict:
+KERNELS = ("int8", "bf16")
+
+
+def with_kernel(model, kernel: str):
+    """A copy of ``model`` computing in other kernels: "int8" (torch's dynamic int8 linears,
+    weights quantized per output channel, activations per batch) or "bf16" (every weight and
+    activation in bfloat16). For measuring only: torch.ao's quantization is deprecated in favour
+    of torchao, and the committed results stay in fp32."""
+    import copy
+
+    import torch
+
+    if kernel not in KERNELS:
+        raise ValueError(f"Unknown kernel '{kernel}'; expected one of {KERNELS}.")
+    if kernel == "bf16":
+        return copy.deepcopy(model).to(torch.bfloat16)
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def bench_evaluate(model: str, rows: dict[str, int], kernels: tuple[str, ...] = ()) -> dict:
     """Wall time of notebook 00's evaluation (``score_prompts``: its three prompts on each task,
     greedy, its answer budgets) with the reference decoder (transformers ``generate``, batched by
     length as the engine does) and the fast one, on the same examples; no response cache. Also
     how many answers are identical, and tokens/s (prompt + completion, as the reference counts
-    them) against the compute limit."""
+    them) against the compute limit. Each of ``kernels`` adds the fast decoder on a copy of the
+    model in that kernel (``with_kernel``): its speed, and how many of its answers are the
+    reference's, word for word and in verdict (correct or not), and its accuracy."""
     from .evaluation import score_prompts
 
     system = "You are a helpful assistant."
     engines = {decoder: TransformersEngine(model, batch_size=32, system_prompt=system, decoder=decoder)
                for decoder in ("reference", "fast")}
-    seconds, tokens, answers = {}, {}, {}
-    for decoder, engine in engines.items():
-        seconds[decoder], answers[decoder] = {}, []
+    for kernel in kernels:
+        engines[f"fast_{kernel}"] = TransformersEngine(model, batch_size=32, system_prompt=system)
+        engines[f"fast_{kernel}"].hf_model = with_kernel(engines["fast"].hf_model, kernel)
+    seconds, tokens, records = {}, {}, {}
+    for label, engine in engines.items():
+        seconds[label], records[label] = {}, []
         for name, max_tokens in MIX_TASKS.items():
             task = get_task(name)
             examples = make_splits(task, 0, 0, rows[name], seed=0).test
             start = time.perf_counter()
             found = score_prompts(engine, task, MIX_PROMPTS, examples, max_tokens=max_tokens)
-            seconds[decoder][name] = round(time.perf_counter() - start, 1)
-            answers[decoder] += [r["output"] for ev in found.values() for r in ev.records]
-        tokens[decoder] = engine.usage.prompt_tokens + engine.usage.completion_tokens
-    total = {d: sum(v.values()) for d, v in seconds.items()}
+            seconds[label][name] = round(time.perf_counter() - start, 1)
+            records[label] += [r for ev in found.values() for r in ev.records]
+        tokens[label] = engine.usage.prompt_tokens + engine.usage.completion_tokens
+    total = {label: round(sum(v.values()), 1) for label, v in seconds.items()}
     limit = compute_limit(engines["fast"].hf_model)
-    rates = {d: round(tokens["reference"] / total[d], 1) for d in engines}
-    same = sum(a == b for a, b in zip(answers["reference"], answers["fast"]))
-    return {"rows_per_task": rows, "seconds": seconds, "total_seconds": total,
-            "fast_over_batched": round(total["reference"] / total["fast"], 2),
-            "identical_answers": f"{same}/{len(answers['reference'])}",
-            "tokens_per_second": rates, **limit,
-            "share_of_limit": {d: round(r / limit["tokens_per_second_limit"], 2) for d, r in rates.items()}}
+    rates = {d: round(tokens["reference"] / total[d], 1) for d in ("reference", "fast")}
+
+    def same(label: str, field: str) -> str:
+        return f"{sum(a[field] == b[field] for a, b in zip(records['reference'], records[label]))}/{len(records[label])}"
+
+    result = {"rows_per_task": rows, "seconds": seconds, "total_seconds": total,
+              "fast_over_batched": round(total["reference"] / total["fast"], 2),
+              "identical_answers": same("fast", "output"),
+              "tokens_per_second": rates, **limit,
+              "share_of_limit": {d: round(r / limit["tokens_per_second_limit"], 2) for d, r in rates.items()}}
+    for label in (f"fast_{kernel}" for kernel in kernels):
+        result[f"{label}_over_batched"] = round(total["reference"] / total[label], 2)
+        result[f"{label}_identical_answers"] = same(label, "output")
+        result[f"{label}_same_verdicts"] = same(label, "correct")
+    if kernels:
+        result["accuracy"] = {label: round(sum(r["correct"] for r in found) / len(found), 3)
+                              for label, found in records.items()}
+    return result
 
 
 def bench_embedgrad_step(model: str, batch_size: int, steps: int) -> dict:
@@ -172,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rows", type=int, nargs=3, default=[64, 16, 8], metavar=("SST2", "CAUSAL", "GSM8K"),
                         help="evaluate: test rows per task of the mix")
+    parser.add_argument("--kernels", nargs="*", default=[], choices=KERNELS,
+                        help="evaluate: also the fast decoder in these kernels (numerics change: agreement reported)")
     args = parser.parse_args(argv)
     if args.which == "evaluate":
-        result = bench_evaluate(args.model, dict(zip(MIX_TASKS, args.rows)))
+        result = bench_evaluate(args.model, dict(zip(MIX_TASKS, args.rows)), tuple(args.kernels))
     elif args.which == "generate":
         result = bench_generate(args.model, args.prompts, args.max_tokens, args.batch_size)
     else:
