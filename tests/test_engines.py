@@ -173,3 +173,15 @@ def test_memory_is_estimated_from_the_config_before_loading(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(folder)
     assert estimate["parameters"] == sum(p.numel() for p in loaded.parameters())
     assert estimate["gib"] == estimate["parameters"] * 2 / 2**30
+
+
+def test_usage_by_role_names_each_engine_once_by_every_role_it_served():
+    from promptgrad import Engines
+
+    task, loop, writer = (ScriptedEngine(lambda c, i: "yes", model=m) for m in ("task", "loop", "writer"))
+    loop.chat([[{"role": "user", "content": "q"}]] * 3, max_tokens=4)
+    writer.chat([[{"role": "user", "content": "q"}]], max_tokens=4)
+    spent = Engines(task=task, loop=loop, optimizer=writer).usage_by_role()
+    assert list(spent) == ["task", "loop", "optimizer and judge"]
+    assert [s["model_calls"] for s in spent.values()] == [0, 3, 1]
+    assert list(Engines(task=task).usage_by_role()) == ["task and loop and optimizer and judge"]

@@ -64,6 +64,34 @@ class Source:
         return Evaluation(chosen, summarize(chosen)), row
 
 
+def head_to_head_methods(params: dict) -> dict:
+    """Notebook 04's methods from its parameters as given (each method resolves its per-task
+    dicts per task): those ``METHODS`` names, in that order. Every method the notebook can run is
+    one entry below; the plan (``promptgrad.plan``) counts the same list."""
+    from . import GEPA, GPO, EmbedGrad, GradSum
+    from .methods import choose
+
+    p = params
+    common = dict(max_tokens=p["MAX_TOKENS"], seed=p["SEED"])
+    embedding = dict(initial_prompt=p["INIT_TEXT"], placement=p["PLACEMENT"], steps=p["STEPS"],
+                     batch_size=p["BATCH_SIZE"], learning_rates=p["LEARNING_RATES"], sweep_steps=p["SWEEP_STEPS"],
+                     gsm8k_target=p["GSM8K_TARGET"], **common)
+    text = dict(dev=p["LOOP_DEV"], **common)
+    gpo = dict(steps=p["TEXT_STEPS"], candidates=p["CANDIDATES"], initial_prompt=p["COT_PROMPT"],
+               placement=p["PLACEMENT"], parse=p["PARSE"], protocol=p["PROTOCOL"],
+               optimizer_max_tokens=p["OPTIMIZER_MAX_TOKENS"], **text)
+    gradsum = dict(initial_prompt="{question}\n" + p["COT_PROMPT"], parse=p["PARSE"], **p["GRADSUM"], **text)
+    chosen = choose([EmbedGrad(**embedding), EmbedGrad(peft=True, **embedding),
+                     GPO(**gpo), GPO(strategy="OPRO", **gpo),
+                     GradSum(**gradsum), GradSum(summarize=False, **gradsum),
+                     GEPA(initial_prompt=p["COT_PROMPT"], placement=p["PLACEMENT"], protocol=p["PROTOCOL"], **p["GEPA"],
+                          **text)], p["METHODS"])
+    problem = hybrid_problem(p.get("HYBRID_TASKS") or [], chosen)
+    if problem:
+        raise ValueError(problem)
+    return chosen
+
+
 def hybrid_problem(hybrid_tasks: list[str], method_names) -> str | None:
     """Why ``HYBRID_TASKS`` cannot run with these methods (it starts EmbedGrad from GPO's prompt), or None."""
     if hybrid_tasks and not {"EmbedGrad", "GPO"} <= set(method_names):

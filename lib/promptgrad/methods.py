@@ -56,6 +56,14 @@ class Engines:
         """What all of them spent, together."""
         return sum((e.usage for e in self.distinct()), Usage())
 
+    def usage_by_role(self) -> dict[str, dict]:
+        """What each engine spent, named by the roles it served ("optimizer and judge" where one
+        engine did both)."""
+        roles: dict[int, list[str]] = {}
+        for role in ("task", "loop", "optimizer", "judge"):
+            roles.setdefault(id(getattr(self, role)), []).append(role)
+        return {" and ".join(roles[id(e)]): e.usage.as_dict() for e in self.distinct()}
+
 
 @dataclasses.dataclass
 class Found:

@@ -29,6 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from .compare import head_to_head_methods
 from .methods import Demand, answering
 
 # USD per million tokens (input, output): OpenAI's published list prices when this table was
@@ -98,20 +99,6 @@ def _gradsum(params: dict) -> list:
     return [GradSum(**settings), GradSum(summarize=False, **settings)]
 
 
-def _head_to_head(params: dict) -> list:
-    from . import GEPA, GPO, GradSum
-
-    text = dict(max_tokens=params["MAX_TOKENS"], dev=params["LOOP_DEV"])
-    gpo = dict(steps=params["TEXT_STEPS"], candidates=params["CANDIDATES"], protocol=params["PROTOCOL"],
-               optimizer_max_tokens=params["OPTIMIZER_MAX_TOKENS"], **text)
-    embedgrad, peft = _embedding(params)
-    every = {"EmbedGrad": embedgrad, "PEFT prompt tuning": peft, "GPO": GPO(**gpo), "OPRO": GPO(strategy="OPRO", **gpo),
-             "GRAD-SUM": GradSum(**params["GRADSUM"], **text),
-             "GRAD-SUM (no summarization)": GradSum(summarize=False, **params["GRADSUM"], **text),
-             "GEPA": GEPA(protocol=params["PROTOCOL"], **params["GEPA"], **text)}
-    return [every[name] for name in params["METHODS"]]
-
-
 def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
     """What one notebook asks for one task: its methods' demand and the test split's answers."""
     rows, total = len(splits.test), {}
@@ -130,7 +117,7 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
         methods, protocol = _gradsum(params), params["PROTOCOL"]
         scored = 3 + (methods[0].for_task(task).initial_prompt != "{question}")
     else:  # 04: three baselines, every method, the hybrid (EmbedGrad once more, from GPO's prompt), transfer
-        methods = _head_to_head(params)
+        methods = list(head_to_head_methods(params).values())
         if task.name in (params.get("HYBRID_TASKS") or []):
             methods.append(methods[params["METHODS"].index("EmbedGrad")])
         scored, protocol, judged = 3 + len(methods), params["PROTOCOL"], False
