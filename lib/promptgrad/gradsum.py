@@ -594,6 +594,13 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
                       completed=max(start, iterations))
 
 
+def baseline_templates(template: str) -> dict[str, str]:
+    """What notebook 03 scores on test beside its arms: the initial template, and the question
+    alone ("no instruction") where that template adds to it."""
+    alone = "{question}"
+    return {"initial": template, **({} if template == alone else {"no instruction": alone})}
+
+
 @dataclasses.dataclass
 class GradSum(Method):
     """GRAD-SUM (``summarize=True``) or its no-summarization ablation under the method contract:

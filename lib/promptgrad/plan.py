@@ -112,10 +112,12 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
         methods, scored = methods * (1 + len(seeds)), 1 + len(methods) * (1 + len(seeds))
     elif stem.startswith("02"):  # the initial prompt, no instruction and each method's
         methods, scored, protocol, judged = _gpo(params), 2 + len(params["METHODS"]), params["PROTOCOL"], False
-    elif stem.startswith("03"):  # the initial template, both arms, and the question alone where the template adds to it
+    elif stem.startswith("03"):  # both arms and the templates scored beside them
+        from .gradsum import baseline_templates
+
         judged = params.get("TEST_SCORED_BY") == "judge" or not task.has_answers
         methods, protocol = _gradsum(params), params["PROTOCOL"]
-        scored = 3 + (methods[0].for_task(task).initial_prompt != "{question}")
+        scored = len(methods) + len(baseline_templates(methods[0].for_task(task).initial_prompt))
     else:  # 04: three baselines, every method, the hybrid (EmbedGrad once more, from GPO's prompt), transfer
         methods = list(head_to_head_methods(params).values())
         if task.name in (params.get("HYBRID_TASKS") or []):
