@@ -72,15 +72,18 @@ class SoftPrompt(torch.nn.Module):
             raise ValueError("A soft prompt's slot must appear exactly once in the rendered text.")
         return tuple(text.split(SLOT))
 
+    def split_ids(self, text: str, tokenizer) -> tuple[list[int], list[int]]:
+        """A rendered chat text (holding the slot) -> the token ids before and after the vectors;
+        every path (decoding, the reference's inputs, the training loss) tokenizes through here."""
+        pre, post = self._pieces(text)
+        return (tokenizer(pre, add_special_tokens=False).input_ids if pre else [],
+                tokenizer(post, add_special_tokens=False).input_ids)
+
     def token_rows(self, texts: list[str], tokenizer) -> list[list[int]]:
         """Rendered chat texts (holding the slot) -> token ids with -1 ... -k where the k vectors
         go (the fast decoder's rows: ``fastgen.greedy(..., soft=self.embeddings.detach())``)."""
-        rows = []
-        for text in texts:
-            pre, post = self._pieces(text)
-            pre_ids = tokenizer(pre, add_special_tokens=False).input_ids if pre else []
-            rows.append(pre_ids + [-(j + 1) for j in range(self.k)] + tokenizer(post, add_special_tokens=False).input_ids)
-        return rows
+        return [pre + [-(j + 1) for j in range(self.k)] + post
+                for pre, post in (self.split_ids(text, tokenizer) for text in texts)]
 
     def build_inputs(self, texts: list[str], tokenizer, model, targets: list[list[int]] | None = None,
                      padding_side: str = "left") -> dict[str, torch.Tensor]:
@@ -91,9 +94,7 @@ class SoftPrompt(torch.nn.Module):
         soft = self.embeddings.to(device=device, dtype=dtype)
         rows, labels = [], []
         for i, text in enumerate(texts):
-            pre, post = self._pieces(text)
-            pre_ids = tokenizer(pre, add_special_tokens=False).input_ids if pre else []
-            post_ids = tokenizer(post, add_special_tokens=False).input_ids
+            pre_ids, post_ids = self.split_ids(text, tokenizer)
             target = targets[i] if targets is not None else []
             after = torch.tensor(post_ids + target, dtype=torch.long, device=device)
             before = torch.tensor(pre_ids, dtype=torch.long, device=device)
@@ -381,11 +382,9 @@ def soft_prompt_loss(soft: SoftPrompt, texts: list[str], targets: list[list[int]
         return target_loss(model, soft.build_inputs(texts, tokenizer, model, targets))
     embed = model.get_input_embeddings()
     device, dtype = embed.weight.device, embed.weight.dtype
-    pieces = [soft._pieces(text) for text in texts]
-    cached = read_prefixes(model, [tokenizer(pre, add_special_tokens=False).input_ids for pre, _ in pieces],
-                           tokenizer.pad_token_id)
-    rows = [tokenizer(post, add_special_tokens=False).input_ids + list(target)
-            for (_, post), target in zip(pieces, targets)]
+    split = [soft.split_ids(text, tokenizer) for text in texts]
+    cached = read_prefixes(model, [pre for pre, _ in split], tokenizer.pad_token_id)
+    rows = [post + list(target) for (_, post), target in zip(split, targets)]
     width = soft.k + max(map(len, rows))
     suffix = torch.zeros(len(rows), width, embed.weight.shape[1], device=device, dtype=dtype)
     suffix_mask = torch.zeros(len(rows), width, dtype=torch.long)
