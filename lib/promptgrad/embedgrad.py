@@ -65,17 +65,15 @@ class SoftPrompt(torch.nn.Module):
         """What the text prompt's place holds before splicing ('' for prefix)."""
         return "" if self.placement == "prefix" else SLOT
 
-    def _pieces(self, text: str) -> tuple[str, str]:
-        if self.placement == "prefix":
-            return "", text
-        if text.count(SLOT) != 1:
-            raise ValueError("A soft prompt's slot must appear exactly once in the rendered text.")
-        return tuple(text.split(SLOT))
-
     def split_ids(self, text: str, tokenizer) -> tuple[list[int], list[int]]:
         """A rendered chat text (holding the slot) -> the token ids before and after the vectors;
         every path (decoding, the reference's inputs, the training loss) tokenizes through here."""
-        pre, post = self._pieces(text)
+        if self.placement == "prefix":
+            pre, post = "", text
+        elif text.count(SLOT) != 1:
+            raise ValueError("A soft prompt's slot must appear exactly once in the rendered text.")
+        else:
+            pre, post = text.split(SLOT)
         return (tokenizer(pre, add_special_tokens=False).input_ids if pre else [],
                 tokenizer(post, add_special_tokens=False).input_ids)
 

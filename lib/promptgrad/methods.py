@@ -48,9 +48,11 @@ class Engines:
         if self.loop_judge not in (None, "exact"):
             raise ValueError(f'loop_judge must be None (the LLM judge) or "exact", got {self.loop_judge!r}.')
 
+    ROLES = ("task", "loop", "optimizer", "judge")
+
     def distinct(self) -> list[Engine]:
         """Each engine object once (one object may serve several roles)."""
-        return list({id(e): e for e in (self.task, self.loop, self.optimizer, self.judge)}.values())
+        return list({id(e): e for e in (getattr(self, role) for role in self.ROLES)}.values())
 
     def usage(self) -> Usage:
         """What all of them spent, together."""
@@ -58,11 +60,10 @@ class Engines:
 
     def usage_by_role(self) -> dict[str, dict]:
         """What each engine spent, named by the roles it served ("optimizer and judge" where one
-        engine did both)."""
-        roles: dict[int, list[str]] = {}
-        for role in ("task", "loop", "optimizer", "judge"):
-            roles.setdefault(id(getattr(self, role)), []).append(role)
-        return {" and ".join(roles[id(e)]): e.usage.as_dict() for e in self.distinct()}
+        engine did both; the judge defaults to the optimizer, so a method without a judge still
+        reads "optimizer and judge")."""
+        return {" and ".join(r for r in self.ROLES if getattr(self, r) is e): e.usage.as_dict()
+                for e in self.distinct()}
 
 
 @dataclasses.dataclass

@@ -119,9 +119,9 @@ def _task_demand(stem: str, params: dict, task, splits) -> dict[str, Demand]:
         methods, protocol = _gradsum(params), params["PROTOCOL"]
         scored = len(methods) + len(baseline_templates(methods[0].for_task(task).initial_prompt))
     else:  # 04: three baselines, every method, the hybrid (EmbedGrad once more, from GPO's prompt), transfer
-        methods = list(head_to_head_methods(params).values())
-        if task.name in (params.get("HYBRID_TASKS") or []):
-            methods.append(methods[params["METHODS"].index("EmbedGrad")])
+        chosen = head_to_head_methods(params)
+        hybrid = task.name in (params.get("HYBRID_TASKS") or [])
+        methods = list(chosen.values()) + ([chosen["EmbedGrad"]] if hybrid else [])
         scored, protocol, judged = 3 + len(methods), params["PROTOCOL"], False
         if params.get("SECOND_MODEL"):
             text = [m for m in params["METHODS"] if m not in ("EmbedGrad", "PEFT prompt tuning")]
