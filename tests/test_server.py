@@ -104,3 +104,15 @@ def test_rejected_request_is_not_retried(server, caplog):
     with caplog.at_level(logging.WARNING), pytest.raises(EngineError, match="failed: BadRequestError"):
         engine.chat([too_long], max_tokens=MAX_TOKENS)
     assert "retrying" not in caplog.text
+
+
+def test_an_answer_cut_at_its_budget_is_known_from_the_finish_reason_also_after_a_rerun(server, tmp_path):
+    story = [{"role": "user", "content": "Write a long story about a cat who sails around the world."}]
+    word = [{"role": "user", "content": "Reply with the single word: yes"}]
+    engine = engine_for(server.url, tmp_path / "c.sqlite")
+    answers = [row[0] for row in engine.chat([story, word], max_tokens=24)]
+    assert engine.cut_at_budget(answers, 24) == [True, False]
+    rerun = engine_for("http://127.0.0.1:9/v1", tmp_path / "c.sqlite")  # no server: answers and reasons from the cache
+    assert [row[0] for row in rerun.chat([story, word], max_tokens=24)] == answers
+    assert rerun.cut_at_budget(answers, 24) == [True, False] and rerun.usage.model_calls == 0
+    assert rerun.cut_at_budget(answers, 48) == [None, None]  # another budget: never seen

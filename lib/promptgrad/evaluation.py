@@ -76,12 +76,6 @@ def summarize(records: list[dict]) -> dict:
             "truncation_rate": truncation_rate(records), **answer_profile(records)}
 
 
-def cut_at_budget(engine: Engine, outputs: list[str], max_tokens: int) -> list[bool | None]:
-    """Whether each answer ran into its token budget: its text re-tokenized reaches the budget
-    less one (stripping a text can lose a token); None where the engine cannot count tokens."""
-    return [None if n is None else n >= max_tokens - 1 for n in engine.count_tokens(outputs)]
-
-
 def truncation_rate(records: list[dict]) -> float | None:
     """The share of answers cut at their token budget (None where no engine could tell)."""
     known = [r["truncated"] for r in records if r.get("truncated") is not None]
@@ -182,7 +176,7 @@ def score_prompts(engine: Engine, task: Task, prompts: dict[str, object], exampl
         for k, name in enumerate(names):
             part = slice(k * len(examples), (k + 1) * len(examples))
             evaluations[name] = _scored(task, examples, conversations[part], first[part], final[part], protocol,
-                                        cut_at_budget(engine, first[part], max_tokens))
+                                        engine.cut_at_budget(first[part], max_tokens))
     return {name: evaluations[name] for name in prompts}
 
 

@@ -31,8 +31,7 @@ from pathlib import Path
 
 from .checkpoints import CheckpointError, fingerprint, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
-from .evaluation import (Evaluation, answer_budget, build_conversations, cut_at_budget, follow_up, shorten,
-                         summarize)
+from .evaluation import Evaluation, answer_budget, build_conversations, follow_up, shorten, summarize
 from .extraction import PARSE_MODES, marked_text
 from .methods import Demand, Found, Method, answering
 from .tasks import Example, Task
@@ -373,7 +372,7 @@ def evaluate_with_judge(generator: Engine, judge: Engine, task: Task, prompt: st
     ``accuracy`` is the mean judge score; unparseable verdicts are the format failures."""
     scored = score_prompt(generator, judge, task, prompt, examples, criteria=criteria, max_tokens=max_tokens,
                           judge_max_tokens=judge_max_tokens, tracker=tracker)
-    cut = cut_at_budget(generator, scored.outputs, answer_budget(task, max_tokens))
+    cut = generator.cut_at_budget(scored.outputs, answer_budget(task, max_tokens))
     records = [{"id": ex.id, "input": task.format(ex, prompt), "output": out, "parsed": v.score, "gold": ex.target,
                 "correct": v.score == 1, "judge_reasoning": v.reasoning, "truncated": was_cut}
                for ex, out, v, was_cut in zip(examples, scored.outputs, scored.verdicts, cut)]

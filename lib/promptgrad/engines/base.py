@@ -153,6 +153,11 @@ class Engine:
         (an OpenAI-compatible server)."""
         return [None] * len(texts)
 
+    def cut_at_budget(self, outputs: list[str], max_tokens: int) -> list[bool | None]:
+        """Whether each answer ran into its token budget: its text re-tokenized reaches the budget
+        less one (stripping a text can lose a token); None where the engine cannot tell."""
+        return [None if n is None else n >= max_tokens - 1 for n in self.count_tokens(outputs)]
+
     def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
         raise NotImplementedError
 

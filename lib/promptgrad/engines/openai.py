@@ -10,7 +10,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from ..cache import ResponseCache
+from ..cache import ResponseCache, cache_key
 from .base import Conversation, Engine
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ class OpenAIEngine(Engine):
 
     A llama.cpp server reuses the previous request's KV cache: the same prompt sent twice in
     a row is re-decoded from its last token, which can change a greedy answer.
+
+    Whether an answer ran into its token budget is the server's finish reason ("length"), kept
+    in the response cache beside the answer, so a rerun from the cache still knows it.
     """
 
     kind = "openai"
@@ -51,6 +54,7 @@ class OpenAIEngine(Engine):
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
+        self._cut: dict[str, bool] = {}  # the last call's finish reasons ("length"?), by answer and budget
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
         self._retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
                            openai.APITimeoutError)
@@ -82,10 +86,28 @@ class OpenAIEngine(Engine):
             resp = self._request(conversation, n=n - len(texts), temperature=temperature, max_tokens=max_tokens,
                                  seed=seed + len(texts) if temperature > 0 else None)
             self._count(resp)
-            texts += [(c.message.content or "").strip() for c in resp.choices]
             if not resp.choices:
                 raise EngineError(f"{self.base_url or 'OpenAI'} returned no choices for model {self.model}.")
+            answers = [(c.message.content or "").strip() for c in resp.choices]
+            self._cut.update({self._cut_key(a, max_tokens): c.finish_reason == "length"
+                              for a, c in zip(answers, resp.choices)})
+            texts += answers
         return texts[:n]
+
+    def _cut_key(self, answer: str, max_tokens: int) -> str:
+        return cache_key(cut_at_budget=answer, engine=self.kind, model=self.model, max_tokens=max_tokens)
+
+    def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
+        self._cut = {}
+        texts = self._concurrently(lambda c: self._complete(c, n, temperature, max_tokens, seed), conversations, desc)
+        self.cache.put_many(self._cut)
+        return texts
+
+    def cut_at_budget(self, outputs: list[str], max_tokens: int) -> list[bool | None]:
+        """From the server's finish reason of each answer: the last call's, else the cache's (None
+        for an answer neither saw)."""
+        keys = [self._cut_key(o, max_tokens) for o in outputs]
+        return [self._cut[k] if k in self._cut else self.cache.get(k) for k in keys]
 
     def _choose_one(self, conversation, options) -> str | None:
         """The option with the highest log-prob among the first token's top 20 (servers give no
@@ -98,9 +120,6 @@ class OpenAIEngine(Engine):
         scores = {t.token.strip(): t.logprob for t in content[0].top_logprobs}
         known = [o for o in options if o.strip() in scores]
         return max(known, key=lambda o: scores[o.strip()]) if known else None
-
-    def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
-        return self._concurrently(lambda c: self._complete(c, n, temperature, max_tokens, seed), conversations, desc)
 
     def _choose(self, conversations, options, *, desc):
         return self._concurrently(lambda c: self._choose_one(c, options), conversations, desc)
