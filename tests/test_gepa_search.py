@@ -133,6 +133,24 @@ def test_reflective_records_and_settings():
         GEPA(candidate_selection="best")
 
 
+def test_the_forced_turn_gets_its_own_budget_and_the_plan_counts_it():
+    budgets = []
+
+    class Budgeted(ScriptedEngine):
+        def _generate(self, conversations, *, max_tokens, **kwargs):
+            budgets.append(max_tokens)
+            return super()._generate(conversations, max_tokens=max_tokens, **kwargs)
+
+    adapter = PromptAdapter(TASK, Engines(task=Budgeted(lambda c, i: "Yes.")), protocol="forced", max_tokens=40,
+                            forced_max_tokens=100)
+    adapter.evaluate(SPLITS.dev, {"instruction": BETTER})
+    assert budgets == [40, 100]
+    method = GEPA(protocol="forced", forced_max_tokens=100, max_tokens=40, max_metric_calls=12, dev=4)
+    loop = method.demand(TASK, SPLITS)["loop"]
+    rollouts = 12 + 2 * method.minibatch + 4
+    assert loop.calls == 2 * rollouts and loop.completion_tokens == rollouts * (40 + 100)
+
+
 # ---------------------------------------------------------------- a served reflection model
 
 

@@ -61,9 +61,11 @@ class PromptAdapter(GEPAAdapter):
     goes into GEPA's checkpoint."""
 
     def __init__(self, task: Task, engines: Engines, *, placement: str = "after", protocol: str = "direct",
-                 max_tokens: int | None = None, reflection_max_tokens: int = 256, seed: int = 0):
+                 max_tokens: int | None = None, forced_max_tokens: int = FORCED_MAX_TOKENS,
+                 reflection_max_tokens: int = 256, seed: int = 0):
         self.task, self.engines = task, engines
         self.placement, self.protocol, self.max_tokens = placement, protocol, max_tokens
+        self.forced_max_tokens = forced_max_tokens
         self.reflection_max_tokens, self.seed = reflection_max_tokens, seed
         self.reflections = 0
         self.resumed = Usage()  # what earlier runs of this run directory spent
@@ -75,7 +77,7 @@ class PromptAdapter(GEPAAdapter):
             -> EvaluationBatch:
         records = score_prompts(self.engines.loop, self.task, {"candidate": candidate[COMPONENT]}, batch,
                                 placement=self.placement, protocol=self.protocol, max_tokens=self.max_tokens,
-                                desc=f"{self.task.name} GEPA")["candidate"].records
+                                forced_max_tokens=self.forced_max_tokens, desc=f"{self.task.name} GEPA")["candidate"].records
         return EvaluationBatch(outputs=[r["output"] for r in records],
                                scores=[1.0 if r["correct"] else 0.0 for r in records],
                                trajectories=[{**r, "question": ex.input} for r, ex in zip(records, batch)]
@@ -139,6 +141,7 @@ class GEPA(Method):
     placement: str = "after"
     protocol: str = "direct"
     max_tokens: int | dict | None = None
+    forced_max_tokens: int = FORCED_MAX_TOKENS  # the forced answer turn (protocol "forced")
     reflection_max_tokens: int = 256
     candidate_selection: str = "pareto"
     seed: int = 0
@@ -159,7 +162,8 @@ class GEPA(Method):
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)  # GEPA only makes it when it logs there itself
         adapter = PromptAdapter(task, engines, placement=c.placement, protocol=c.protocol, max_tokens=c.max_tokens,
-                                reflection_max_tokens=c.reflection_max_tokens, seed=c.seed)
+                                forced_max_tokens=c.forced_max_tokens, reflection_max_tokens=c.reflection_max_tokens,
+                                seed=c.seed)
         result, usage = timed([engines.loop, engines.optimizer], lambda: gepa_optimize(
             seed_candidate={COMPONENT: c.initial_prompt}, trainset=train, valset=dev, adapter=adapter,
             reflection_lm=adapter.reflect, max_metric_calls=c.max_metric_calls, reflection_minibatch_size=c.minibatch,
@@ -182,7 +186,7 @@ class GEPA(Method):
         rollouts = c.max_metric_calls + 2 * c.minibatch + dev
         loop = answering(rollouts, answer_budget(task, c.max_tokens))
         if c.protocol == "forced":
-            loop = loop + answering(rollouts, FORCED_MAX_TOKENS)
+            loop = loop + answering(rollouts, c.forced_max_tokens)
         reflections = math.ceil(max(0, c.max_metric_calls - dev) / c.minibatch) + 1
         return {"loop": loop, "optimizer": answering(reflections, c.reflection_max_tokens), "judge": Demand()}
 
