@@ -97,3 +97,32 @@ def test_methods_are_chosen_by_name_with_a_suggestion():
     assert list(chosen) == ["GRAD-SUM", "GPO"] and isinstance(chosen["GPO"], GPO)
     with pytest.raises(ValueError, match="did you mean 'OPRO'"):
         methods.choose([GPO(), GPO(strategy="OPRO")], ["OPR0"])
+
+
+def test_the_seed_study_reuses_the_main_run_for_its_own_seed():
+    import dataclasses
+
+    from promptgrad.engines import Usage
+    from promptgrad.methods import Engines, Found, Method, across_seeds
+    from promptgrad.tasks import get_task
+    from fakes import ScriptedEngine
+
+    trained = []
+
+    @dataclasses.dataclass
+    class Counted(Method):
+        name = "counted"
+        seed: int = 0
+
+        def optimize(self, task, splits, engines, checkpoint_dir=None):
+            trained.append(self.seed)
+            return Found(self.name, task.name, f"prompt {self.seed}", Usage(), [])
+
+    task = get_task("bbh/navigate")
+    splits = Splits([], [], [Example("Do you return?", "yes", id="x0")])
+    engines = Engines(task=ScriptedEngine(lambda c, i: "Yes."))
+    main = Counted(seed=0)
+    baseline = methods.score_on_test(engines.task, task, {"b": "x"}, splits.test)["b"]
+    rows = across_seeds([main], task, splits, engines, [0, 1, 2], baseline,
+                        done={"counted": main.optimize(task, splits, engines)})
+    assert trained == [0, 1, 2] and [r["seed"] for r in rows] == [0, 1, 2]  # seed 0 trained once, by the main run

@@ -51,5 +51,5 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(data_dir, tmp_path, caps
     methods = {r["method"] for r in rows["04_head_to_head"]}
     assert set(_paper("04_head_to_head", tmp_path)["METHODS"]) <= methods
     scale = (tmp_path / "01_embedgrad" / "scale.csv").read_text().splitlines()
-    assert len(scale) == 1 + 5 * 2  # every model size, text prompt and EmbedGrad
+    assert len(scale) == 1 + 5 * 2 * 2  # every model size and scale task, text prompt and EmbedGrad
     assert "POST /v1/chat/completions" in (tmp_path / "llama-server.log").read_text()  # the API models answered

@@ -6,7 +6,8 @@ import torch
 
 from promptgrad import evaluate_prompt, get_task, make_splits
 from promptgrad.checkpoints import CheckpointError
-from promptgrad.embedgrad import SoftPrompt, TrainConfig, train_soft_prompt, target_loss, training_target
+from promptgrad.embedgrad import (KEEP_TOKENS, SoftPrompt, TrainConfig, target_loss, token_radii, train_soft_prompt,
+                                  training_target)
 from promptgrad.models import local_model_path
 
 INIT = "please reason step by step"
@@ -188,6 +189,26 @@ def test_gradient_checkpointing_trains_the_same_prompt(data_dir, tmp_path, monke
     assert torch.allclose(runs[0][0], runs[1][0], atol=1e-6)
 
 
+def test_keep_tokens_holds_each_vector_nearest_to_its_own_token(local_engine, sst2):
+    task, splits = sst2
+    vocab = local_engine.hf_model.get_input_embeddings().weight.float()
+
+    def nearest(soft):
+        return torch.cdist(soft.embeddings.detach(), vocab).argmin(-1).tolist()
+
+    free, kept = _soft(local_engine), _soft(local_engine)
+    radii = token_radii(kept, local_engine.hf_model)
+    for soft, radius in ((free, None), (kept, KEEP_TOKENS)):
+        train_soft_prompt(soft, local_engine, task, splits.train, TrainConfig(steps=3, batch_size=4, lr=1.0,
+                                                                              trust_radius=radius))
+    assert nearest(free) != free.init_ids  # this rate moves tokens away from their own
+    assert nearest(kept) == kept.init_ids
+    moved = (kept.embeddings.detach() - kept.start).norm(dim=-1)
+    assert (moved > 0).all() and (moved <= radii[:, 0] + 1e-5).all()
+    with pytest.raises(ValueError, match="trust_radius"):
+        TrainConfig(trust_radius="keep")
+
+
 def test_targets_and_bad_parameters(data_dir, local_engine):
     gsm = get_task("gsm8k")
     example = gsm.pools()["test"][0]
@@ -305,7 +326,7 @@ def test_the_plan_counts_each_further_training_seed(data_dir):
     from promptgrad import plan
 
     params = {"TASKS": ["sst2"], "N_TRAIN": 20, "N_DEV": 4, "N_TEST": 10, "STEPS": 3, "BATCH_SIZE": 2,
-              "LEARNING_RATES": [0.01], "SWEEP_STEPS": 1, "MAX_TOKENS": None, "SEED": 0, "SCALE_TASK": "sst2",
+              "LEARNING_RATES": [0.01], "SWEEP_STEPS": 1, "MAX_TOKENS": None, "SEED": 0, "SCALE_TASKS": ["sst2"],
               "SCALE_MODELS": []}
     one = plan.notebook_demand("01_embedgrad", {**params, "TRAIN_SEEDS": {}}, [])["task"]["sst2"]
     three = plan.notebook_demand("01_embedgrad", {**params, "TRAIN_SEEDS": {"sst2": [0, 1, 2]}}, [])["task"]["sst2"]

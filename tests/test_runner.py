@@ -96,11 +96,11 @@ def test_a_scale_task_outside_tasks_is_a_problem_only_when_scale_models_are_list
     assert main(args) == 0  # the cpu profile lists no scale models, and GSM8K is not in its TASKS
     capsys.readouterr()
     assert main([*args, "-p", "SCALE_MODELS", '["smollm2-135m-instruct"]']) == 1
-    assert "SCALE_TASK='gsm8k' is not in TASKS" in capsys.readouterr().out
+    assert "SCALE_TASKS names ['gsm8k'], which are not in TASKS" in capsys.readouterr().out
 
 
 # a task no profile names: each notebook needs only TASKS (and the settings that name a task themselves)
-UNNAMED = {"00": [], "01": ["-p", "SCALE_TASK", '"bbh/snarks"'], "02": [], "03": [], "04": ["-p", "HYBRID_TASKS", "[]"]}
+UNNAMED = {"00": [], "01": ["-p", "SCALE_TASKS", '["bbh/snarks"]'], "02": [], "03": [], "04": ["-p", "HYBRID_TASKS", "[]"]}
 
 
 @pytest.mark.parametrize("stem", sorted(UNNAMED))

@@ -97,8 +97,9 @@ def weights_note(model: str) -> str:
 def check_notebook(notebook: str, params: dict) -> Report:
     report = Report(notebook)
     names = list(params.get("TASKS") or [])
-    if params.get("SCALE_MODELS") and params.get("SCALE_TASK") and params["SCALE_TASK"] not in names:
-        report.problems.append(f"SCALE_TASK='{params['SCALE_TASK']}' is not in TASKS {names}: add it to TASKS.")
+    outside = [n for n in params.get("SCALE_TASKS") or [] if n not in names] if params.get("SCALE_MODELS") else []
+    if outside:
+        report.problems.append(f"SCALE_TASKS names {outside}, which are not in TASKS {names}: add them to TASKS.")
     missing = [n for n in params.get("HYBRID_TASKS") or [] if n not in names]
     if missing:
         report.problems.append(f"HYBRID_TASKS names {missing}, which are not in TASKS: add them to TASKS.")

@@ -207,6 +207,9 @@ def training_target(task: Task, example: Example, gsm8k_target: str = "rationale
 # ---------------------------------------------------------------- training
 
 
+KEEP_TOKENS = "keep_tokens"  # trust_radius: each vector stays nearest (L2) to its own start token
+
+
 @dataclasses.dataclass
 class TrainConfig:
     steps: int = 100
@@ -214,7 +217,7 @@ class TrainConfig:
     lr: float = 1e-2
     weight_decay: float = 0.0
     l2_penalty: float = 0.0          # lambda in lambda * ||E - E0||^2 (summed over vectors)
-    trust_radius: float | None = None  # eps: each vector stays within eps of its start
+    trust_radius: float | str | None = None  # eps: each vector stays within eps of its start, or KEEP_TOKENS
     seed: int = 0
     gsm8k_target: str = "rationale"
     max_target_tokens: int = 256
@@ -224,8 +227,10 @@ class TrainConfig:
             raise ValueError(f"steps and batch_size must be at least 1, got {self.steps}, {self.batch_size}.")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
-        if self.l2_penalty < 0 or (self.trust_radius is not None and self.trust_radius <= 0):
-            raise ValueError("l2_penalty must be >= 0 and trust_radius positive (or None).")
+        if self.l2_penalty < 0 or not (self.trust_radius in (None, KEEP_TOKENS) or (
+                isinstance(self.trust_radius, (int, float)) and self.trust_radius > 0)):
+            raise ValueError(f"l2_penalty must be >= 0 and trust_radius positive, '{KEEP_TOKENS}' or None; got "
+                             f"{self.l2_penalty} and {self.trust_radius!r}.")
 
 
 @dataclasses.dataclass
@@ -330,6 +335,7 @@ def train_soft_prompt(soft: SoftPrompt, engine, task: Task, train: list[Example]
     texts, targets = encode_examples(engine, task, soft.slot_text(), train, soft.placement, config)
     schedule = batch_schedule(len(train), config.steps, config.batch_size, config.seed)
     optimizer = torch.optim.AdamW([soft.embeddings], lr=config.lr, weight_decay=config.weight_decay)
+    radius = token_radii(soft, model) if config.trust_radius == KEEP_TOKENS else config.trust_radius
     losses: list[float] = []
     first_step = 0
     ckpt_path = Path(checkpoint) if checkpoint else None
@@ -353,8 +359,8 @@ def train_soft_prompt(soft: SoftPrompt, engine, task: Task, train: list[Example]
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            if config.trust_radius is not None:
-                project_to_ball(soft, config.trust_radius)
+            if radius is not None:
+                project_to_ball(soft, radius)
             losses.append(float(loss.detach()))
             done = step + 1
             if ckpt_path and (done % checkpoint_every == 0 or done == config.steps):
@@ -413,8 +419,20 @@ def target_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def project_to_ball(soft: SoftPrompt, radius: float) -> None:
-    """Trust region: move each vector back to within ``radius`` (L2) of its start."""
+def token_radii(soft: SoftPrompt, model) -> torch.Tensor:
+    """Per vector, half the L2 distance from its start to the nearest other vocabulary embedding,
+    as a ``(k, 1)`` tensor. Inside that ball the nearest token is still the start token, so the
+    trained prompt still reads as its text: our reading of "preserving the meaning"."""
+    vocab = model.get_input_embeddings().weight
+    distances = torch.cdist(soft.start.to(vocab.device, vocab.dtype).float(), vocab.float())
+    distances[distances == 0] = float("inf")  # the start token itself (and exact copies of it)
+    return 0.5 * distances.min(dim=-1).values[:, None].to(soft.embeddings.device)
+
+
+@torch.no_grad()
+def project_to_ball(soft: SoftPrompt, radius: float | torch.Tensor) -> None:
+    """Trust region: move each vector back to within ``radius`` (L2) of its start (one radius,
+    or one per vector: a ``(k, 1)`` tensor)."""
     delta = soft.embeddings - soft.start
     norms = delta.norm(dim=-1, keepdim=True)
     scale = torch.clamp(radius / norms.clamp(min=1e-12), max=1.0)
@@ -604,7 +622,7 @@ class EmbedGrad(Method):
     learning_rates: tuple[float, ...] | list[float] = (1e-2,)
     sweep_steps: int = 8
     l2_penalty: float = 0.0
-    trust_radius: float | None = None
+    trust_radius: float | str | None = None  # or KEEP_TOKENS
     gsm8k_target: str = "rationale"
     max_tokens: int | dict | None = None   # answer budget of the dev sweep
     seed: int = 0

@@ -220,17 +220,23 @@ def record(results, task: str, method: str, evaluation: Evaluation, prompt, foun
 
 
 def across_seeds(methods: list[Method], task: Task, splits: Splits, engines: Engines, seeds: list[int],
-                 baseline: Evaluation, checkpoint_dir: str | Path | None = None, **scoring) -> list[dict]:
+                 baseline: Evaluation, checkpoint_dir: str | Path | None = None, done: dict[str, Found] | None = None,
+                 **scoring) -> list[dict]:
     """Each method (a dataclass with a ``seed`` field) run once per seed (the seed moves the
     method's own randomness, such as the order of training batches; the splits stay) and its
     prompt scored on the test split (:func:`score_on_test` with ``scoring``): a row per method and
-    seed, with the paired difference from ``baseline`` (an evaluation of the same test rows)."""
+    seed, with the paired difference from ``baseline`` (an evaluation of the same test rows).
+    ``done``: runs already made, by method name, reused for the method's own seed."""
     from .evaluation import paired_difference
+
+    def run(method: Method, seed: int) -> Found:
+        if done and method.name in done and method.seed == seed:
+            return done[method.name]
+        return dataclasses.replace(method, seed=seed).optimize(task, splits, engines, checkpoint_dir)
 
     rows = []
     for seed in seeds:
-        found = {m.name: dataclasses.replace(m, seed=seed).optimize(task, splits, engines, checkpoint_dir)
-                 for m in methods}
+        found = {m.name: run(m, seed) for m in methods}
         scored = score_on_test(engines.task, task, {n: f.prompt for n, f in found.items()}, splits.test, **scoring)
         for name, evaluation in scored.items():
             gain = paired_difference(evaluation.correct, baseline.correct)
