@@ -187,6 +187,42 @@ def test_meta_prompt_holds_the_gpo_parts():
     assert "allowed to change" not in gpo.meta_prompt("opro", cur, [cur], EXEMPLARS, TASK, None)
 
 
+def test_the_release_template_shows_raw_scores_in_retrieval_order_and_introduces_the_exemplars():
+    cur, older = {"prompt": "Let's think step by step.", "score": 0.5}, {"prompt": "Be brief.", "score": 0.75}
+    text = gpo.meta_prompt("gpo", cur, [cur, older], EXEMPLARS, TASK, 40, template="release")
+    assert "Prompt: Let's think step by step.\nScore: 0.5\n\nPrompt: Be brief.\nScore: 0.75" in text
+    assert gpo.RELEASE_EXEMPLARS in text and "You are allowed to change up to 40 words" in text
+    assert text.count("<Prompt>") >= 3 + 1 and "<START>" in text and "<END>" in text
+    with pytest.raises(ValueError, match="template"):
+        gpo.meta_prompt("gpo", cur, [cur], EXEMPLARS, TASK, 40, template="theirs")
+
+
+def test_the_release_template_draws_its_exemplars_each_step_and_puts_the_current_prompt_first():
+    pool = [Example(f"format {i}?", "yes", id=f"f{i}") for i in range(5)]
+    quality = {"Let's think step by step.": 0.5, "A": 0.9, "B": 0.6}
+    script = [wrap("A"), wrap("B"), wrap("B")]
+    runs = [gpo.optimize(TASK, ScriptedTaskModel(quality), ScriptedOptimizer(script), DEV, pool, steps=3,
+                         candidates=1, template="release", draw=2, embed=keyword_embed) for _ in range(2)]
+    shown = [sorted(set(re.findall(r"format \d", s["meta_prompt"]))) for s in runs[0].steps]
+    assert all(len(s) == 2 for s in shown) and len({tuple(s) for s in shown}) > 1  # two, drawn anew each step
+    assert [s["meta_prompt"] for s in runs[0].steps] == [s["meta_prompt"] for s in runs[1].steps]  # seeded
+    for s, before in zip(runs[0].steps, runs[0].trajectory):
+        assert s["retrieved"][0]["prompt"] == before["prompt"]  # the current prompt first, whatever its score
+
+
+def test_the_release_template_takes_gpo_tasks_exemplars_from_their_format_pool(data_dir):
+    from promptgrad.methods import Engines
+    from promptgrad.tasks import Splits
+
+    optimizer = ScriptedOptimizer([wrap("A")])
+    engines = Engines(task=ScriptedTaskModel({}), optimizer=optimizer)
+    gpo.GPO(steps=1, candidates=1, template="release").optimize(TASK, Splits(EXEMPLARS, DEV, []), engines)
+    formats = {e.input for e in TASK.pools()["format"]}
+    assert sum(f"input:\n{TASK.format(Example(q, ''), '<Prompt>')}" in optimizer.requests[0] for q in formats) == 3
+    with pytest.raises(ValueError, match="template"):
+        gpo.GPO(template="theirs")
+
+
 # ---------------------------------------------------------------- the loop, scripted
 
 

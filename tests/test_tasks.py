@@ -14,8 +14,8 @@ EXPECTED_SIZES = {  # pool sizes of the offline copies (shared/data/README.md)
     "hotpotqa": {"all": 100},
     "mt_bench": {"all": 80},
     "vicuna_bench": {"all": 80},
-    "gpo/bbh/causal_judgement": {"train": 35, "dev": 35, "test": 107},
-    "gpo/gsm8k": {"train": 100, "dev": 100, "test": 300},
+    "gpo/bbh/causal_judgement": {"train": 35, "dev": 35, "test": 107, "format": 5},
+    "gpo/gsm8k": {"train": 100, "dev": 100, "test": 300, "format": 5},
 }
 
 

@@ -29,6 +29,7 @@ import functools
 import importlib.util
 import logging
 import math
+import random
 from pathlib import Path
 from typing import Callable
 
@@ -155,8 +156,9 @@ def embed_sentences(texts: list[str]):
 
 
 def retrieve(trajectory: list[dict], k: int, method: str = "relevance",
-             embed: Callable[[list[str]], object] | None = None) -> list[dict]:
-    """The k trajectory entries the meta-prompt shows, sorted ascending by score.
+             embed: Callable[[list[str]], object] | None = None, ascending: bool = True) -> list[dict]:
+    """The k trajectory entries the meta-prompt shows, sorted ascending by score (``ascending=False``:
+    in retrieval order, as GPO's release shows them).
 
     relevance: the current (last) entry + the k-1 earlier entries most similar to it
     (cosine of sentence embeddings); recency: the last k; importance: the k best scores.
@@ -187,23 +189,38 @@ def retrieve(trajectory: list[dict], k: int, method: str = "relevance",
             similarity = vectors[1:] @ vectors[0]
             order = sorted(range(len(earlier)), key=lambda i: -similarity[i])  # stable on ties
             chosen += [earlier[i] for i in order[:k - 1]]
-    return sorted(chosen, key=lambda e: e["score"])
+    return sorted(chosen, key=lambda e: e["score"]) if ascending else chosen
 
 
 # ---------------------------------------------------------------- meta-prompts
+
+
+TEMPLATES = ("ours", "release")  # meta-prompt layouts: ours, or GPO's release as far as we know it
+RELEASE_EXEMPLARS = ("The following exemplars show how to apply the prompt: you replace <Prompt> in each input "
+                     "with the prompt, then read the input and give an output.")  # its first words are the release's
 
 
 def _exemplar_block(task: Task, exemplars: list[Example], placement: str) -> str:
     return "\n\n".join(f"input:\n{task.format(ex, '<Prompt>', placement)}\noutput:\n{ex.target}" for ex in exemplars)
 
 
-def _scored_block(entries: list[dict]) -> str:
+def _scored_block(entries: list[dict], template: str = "ours") -> str:
+    if template == "release":  # "Prompt:/Score:" with the raw 0-1 dev score
+        return "\n\n".join(f"Prompt: {e['prompt']}\nScore: {round(e['score'], 4)}" for e in entries)
     return "\n\n".join(f"text:\n{e['prompt']}\nscore:\n{round(100 * e['score'])}" for e in entries)
 
 
 def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: list[Example], task: Task,
-                limit: int | None, placement: str = "after") -> str:
-    """The optimizer's instruction for one step (GPO's template; OPRO's and APE's in the same frame)."""
+                limit: int | None, placement: str = "after", template: str = "ours") -> str:
+    """The optimizer's instruction for one step (GPO's template; OPRO's and APE's in the same frame).
+
+    ``template="release"``: the parts of GPO's released meta-prompt we know (the retrieved prompts
+    as "Prompt:/Score:" pairs with raw scores, in retrieval order, the current one first; a
+    paragraph introducing the exemplars); the sentences around them stay ours."""
+    if template not in TEMPLATES:
+        raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
+    if template == "release":
+        return _release_meta_prompt(update, current, retrieved, exemplars, task, limit, placement)
     examples = _exemplar_block(task, exemplars, placement)
     if update == "ape":
         return ("Generate a variation of the following prompt while keeping its semantic meaning. The prompt "
@@ -228,12 +245,28 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
             "Write the new prompt between <START> and <END>.")
 
 
+def _release_meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: list[Example], task: Task,
+                         limit: int | None, placement: str) -> str:
+    examples = f"{RELEASE_EXEMPLARS}\n\n{_exemplar_block(task, exemplars, placement)}"
+    if update == "ape":
+        return ("Generate a variation of the following prompt while keeping its semantic meaning.\n\n"
+                f"Prompt: {current['prompt']}\n\n{examples}\n\nWrite the new prompt between <START> and <END>.")
+    limit_line = f"You are allowed to change up to {limit} words in the current prompt.\n" if limit else ""
+    return ("Your task is to write a prompt to replace <Prompt>.\n\n"
+            "Below are some previous prompts with their scores. The score ranges from 0 to 1, and "
+            f"higher scores indicate better quality.\n\n{_scored_block(retrieved, 'release')}\n\n{examples}\n\n"
+            "Carefully analyze the previous prompts and their scores, and write a new improved prompt to "
+            f"replace <Prompt> in the task examples.\n{limit_line}"
+            "Write the new prompt between <START> and <END>.")
+
+
 FAILED = ("empty", "missing_markers", "unterminated", "unmarked")  # outputs not properly wrapped
 
 
 def parse_candidate(text: str | None, mode: str = "strict") -> tuple[str | None, str]:
-    """The prompt between ``<START>`` and ``<END>``, on one line, and a status: strict is GPO's
-    rule, lenient our choice for a 135M optimizer (``promptgrad.extraction.marked_text``)."""
+    """The prompt between ``<START>`` and ``<END>``, on one line, and a status: strict takes a
+    complete pair only, lenient also an unclosed marker or the first line (our rule; GPO's release
+    also parses leniently, by a rule we do not have; ``promptgrad.extraction.marked_text``)."""
     prompt, status = marked_text(text, "<START>", "<END>", mode)
     return (" ".join(prompt.split()), status) if prompt is not None else (None, status)
 
@@ -334,14 +367,17 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
              initial_prompt: str = INITIAL_PROMPT, placement: str = "after", protocol: str = "forced",
              max_tokens: int | None = None, forced_max_tokens: int = FORCED_MAX_TOKENS,
              optimizer_max_tokens: int = 256, temperature: float = 1.0,
-             parse: str = "strict", seed: int = 0, checkpoint: str | Path | None = None,
+             parse: str = "strict", template: str = "ours", draw: int | None = None, seed: int = 0,
+             checkpoint: str | Path | None = None,
              stop_after_steps: int | None = None,
              on_step: Callable[[dict], None] | None = None,
              embed: Callable[[list[str]], object] | None = None) -> Run:
     """Run one strategy (``GPO``, ``OPRO``, ``APE`` or a ``Strategy``) on one task.
 
-    ``exemplars``: the 3 fixed input/output examples of the meta-prompt (from train).
-    ``parse``: ``strict`` (GPO: only ``<START>...<END>``) or ``lenient`` (see ``parse_candidate``).
+    ``exemplars``: the 3 fixed input/output examples of the meta-prompt (from train); with
+    ``draw``, each step shows that many drawn at random from them (the release draws 3 from its
+    format split). ``template``: the meta-prompt's layout (:func:`meta_prompt`).
+    ``parse``: ``strict`` (only ``<START>...<END>``) or ``lenient`` (see ``parse_candidate``).
     ``checkpoint``: a JSON state file, rewritten after every step; an existing one is resumed
     (CheckpointError if it is corrupt or from other settings). ``stop_after_steps``: stop once
     that many steps are done (the run stays resumable). ``on_step(step_log)`` is called after each
@@ -353,11 +389,13 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         raise ValueError(f"steps and candidates must be at least 1, got steps={steps}, candidates={candidates}.")
     if not dev:
         raise ValueError("The dev split is empty; GPO scores candidates on it.")
+    if template not in TEMPLATES:
+        raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
     config = {"task": task.name, "strategy": dataclasses.asdict(strategy), "steps": steps, "candidates": candidates,
               "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
               "max_tokens": max_tokens, "forced_max_tokens": forced_max_tokens,
               "optimizer_max_tokens": optimizer_max_tokens, "temperature": temperature,
-              "parse": parse, "seed": seed, "dev": fingerprint([[e.id, e.input, e.target] for e in dev]),
+              "parse": parse, "template": template, "draw": draw, "seed": seed, "dev": fingerprint([[e.id, e.input, e.target] for e in dev]),
               "exemplars": fingerprint([[e.id, e.input, e.target] for e in exemplars]),
               "task_model": task_engine.model, "optimizer_model": optimizer_engine.model}
     path = Path(checkpoint) if checkpoint else None
@@ -407,8 +445,9 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         if strategy.update == "ape":
             current = best_entry(trajectory)  # APE resamples around the best prompt so far
         limit = edit_limit(t, steps, strategy.schedule)
-        retrieved = retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed)
-        text = meta_prompt(strategy.update, current, retrieved, exemplars, task, limit, placement)
+        retrieved = retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed, ascending=template == "ours")
+        shown = random.Random(seed * 1000 + t).sample(exemplars, min(draw, len(exemplars))) if draw else exemplars
+        text = meta_prompt(strategy.update, current, retrieved, shown, task, limit, placement, template)
         with metered(optimizer_engine) as spent:
             outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
                                             temperature=temperature, max_tokens=optimizer_max_tokens,
@@ -447,7 +486,9 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
 class GPO(Method):
     """GPO, OPRO or APE (``strategy``) under the method contract: the loop of :func:`optimize`
     with the loop engine as task model, candidates scored on the first ``dev`` dev examples, the
-    meta-prompt's exemplars the first ``exemplars`` train examples."""
+    meta-prompt's exemplars the first ``exemplars`` train examples (``template="release"``:
+    ``exemplars`` drawn at random each step from the task's format pool, GPO's tasks having one,
+    else from train)."""
 
     PER_TASK = ("steps", "dev", "max_tokens")
 
@@ -462,15 +503,18 @@ class GPO(Method):
     optimizer_max_tokens: int = 256
     temperature: float = 1.0
     parse: str = "strict"
+    template: str = "ours"            # the meta-prompt's layout; "release": GPO's, as far as we know it
     seed: int = 0
     dev: int | dict | None = None     # dev examples scoring candidates (None: all)
-    exemplars: int = 3
+    exemplars: int = 3                # "release": drawn at random each step from the task's format pool
     schedule: str | None = None       # the edit-limit schedule; None: the strategy's own
     epochs: int = 3                   # GPO's step rule when ``steps`` is None
     batch: int = 8
 
     def __post_init__(self):
         get_strategy(self.strategy)  # an unknown strategy fails here, before any model call
+        if self.template not in TEMPLATES:
+            raise ValueError(f"Unknown meta-prompt template '{self.template}'; expected one of {TEMPLATES}.")
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule '{self.schedule}'; expected one of {SCHEDULES}.")
 
@@ -493,13 +537,15 @@ class GPO(Method):
             raise ValueError(f"{task.name}: the train split has {len(splits.train)} examples; the meta-prompt needs "
                              f"{c.exemplars} exemplars from it.")
         dev = c.dev_examples(splits)
-        run = optimize(task, engines.loop, engines.optimizer, dev, splits.train[:c.exemplars],
+        release = c.template == "release"  # exemplars drawn from GPO's format split, else from train
+        exemplars = (task.pools().get("format") or splits.train) if release else splits.train[:c.exemplars]
+        run = optimize(task, engines.loop, engines.optimizer, dev, exemplars,
                        strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates,
                        initial_prompt=c.initial_prompt, placement=c.placement, protocol=c.protocol,
                        max_tokens=c.max_tokens, forced_max_tokens=c.forced_max_tokens,
                        optimizer_max_tokens=c.optimizer_max_tokens,
-                       temperature=c.temperature, parse=c.parse, seed=c.seed,
-                       checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
+                       temperature=c.temperature, parse=c.parse, template=c.template,
+                       draw=c.exemplars if release else None, seed=c.seed, checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
         budget = sum((Usage(**u) for u in run.usage.values()), Usage())  # task model + optimizer, resumes included
         trajectory = [{"step": e["step"], "prompt": e["prompt"], "score": e["score"]} for e in run.trajectory]
         return Found(self.name, task.name, run.final["prompt"], budget, trajectory,

@@ -289,12 +289,13 @@ def _load_bench(folder: str):
 
 
 def _load_gpo(path: str, kind: str):
-    """GPO's exact splits (RUCAIBox/GPO data/): train / eval (our dev) / test."""
+    """GPO's exact splits (RUCAIBox/GPO data/): train / eval (our dev) / test, and format (the
+    release's meta-prompt exemplars)."""
     local = _local(f"gpo_splits/{path}")
     if local is None:
         _from_hub(f"gpo/{path}", f"gpo_splits/{path}/train.jsonl", None)
     pools = {}
-    for mine, theirs in (("train", "train"), ("dev", "eval"), ("test", "test")):
+    for mine, theirs in (("train", "train"), ("dev", "eval"), ("test", "test"), ("format", "format")):
         rows = _read_jsonl(local / f"{theirs}.jsonl")
         pools[mine] = [Example(r["input"], canonical_target(r.get("target", r.get("output")), kind),
                                reference=r.get("solution", ""), id=f"gpo/{path}-{theirs}-{i}")
