@@ -4,7 +4,7 @@ import math
 import pytest
 
 from promptgrad import Results, evaluate_prompt, get_task, paired_difference, wilson_interval
-from promptgrad.evaluation import summarize
+from promptgrad.evaluation import Evaluation, summarize
 from promptgrad.tasks import Example
 
 from fakes import ScriptedEngine
@@ -154,3 +154,21 @@ def test_seed_table_summarizes_each_method_across_its_seeds():
     assert embedgrad["mean"] == 0.6 and embedgrad["sd"] == 0.1
     assert embedgrad["mean_minus_baseline"] == 0.1 and embedgrad["seeds_gain_ci_excludes_zero"] == "2/3"
     assert peft["seeds_gain_ci_excludes_zero"] == "1/1"  # an interval below zero excludes it too
+
+
+def test_paired_tables_print_the_interval_their_text_gives():
+    """The Markdown of a paired table prints ci95_low/ci95_high with 3 decimals: the same digits as
+    the interval written as text (a value rounded twice could differ in its last digit)."""
+    import random
+
+    from promptgrad.results import paired_table
+
+    rng = random.Random(0)
+    evaluations = {}
+    for n in range(20, 140):
+        for method in ("a", "b"):
+            records = [{"parsed": "x", "correct": rng.random() < 0.5} for _ in range(n)]
+            evaluations[f"t{n}", method] = Evaluation(records, summarize(records))
+    frame = paired_table(evaluations, [("a", "b")], [f"t{n}" for n in range(20, 140)])
+    printed = [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(frame["ci95_low"], frame["ci95_high"])]
+    assert printed == list(frame["ci95"])

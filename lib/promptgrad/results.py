@@ -141,9 +141,8 @@ def paired_table(evaluations: dict, pairs: list[tuple[str, str]], tasks: list[st
     frame = pd.DataFrame([{"task": t, "a": a, "b": b,
                            **paired_difference(evaluations[t, a].correct, evaluations[t, b].correct)}
                           for t in tasks for a, b in pairs if (t, a) in evaluations and (t, b) in evaluations])
-    if not frame.empty:
-        frame["difference"] = frame["difference"].round(4)
-        frame["ci95_low"], frame["ci95_high"] = zip(*((round(lo, 4), round(hi, 4)) for lo, hi in frame["ci95"]))
+    if not frame.empty:  # unrounded numbers: the Markdown prints the digits the text gives
+        frame["ci95_low"], frame["ci95_high"] = zip(*frame["ci95"])
         frame["ci95"] = frame["ci95"].map(lambda ci: f"[{ci[0]:+.3f}, {ci[1]:+.3f}]")
     return frame
 
