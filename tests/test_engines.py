@@ -175,13 +175,13 @@ def test_memory_is_estimated_from_the_config_before_loading(tmp_path):
     assert estimate["gib"] == estimate["parameters"] * 2 / 2**30
 
 
-def test_usage_by_role_names_each_engine_once_by_every_role_it_served():
+def test_usage_by_engine_names_each_engine_once_by_every_role_it_served():
     from promptgrad import Engines
 
     task, loop, writer = (ScriptedEngine(lambda c, i: "yes", model=m) for m in ("task", "loop", "writer"))
     loop.chat([[{"role": "user", "content": "q"}]] * 3, max_tokens=4)
     writer.chat([[{"role": "user", "content": "q"}]], max_tokens=4)
-    spent = Engines(task=task, loop=loop, optimizer=writer).usage_by_role()
+    spent = Engines(task=task, loop=loop, optimizer=writer).usage_by_engine()
     assert list(spent) == ["task", "loop", "optimizer and judge"]
     assert [s["model_calls"] for s in spent.values()] == [0, 3, 1]
-    assert list(Engines(task=task).usage_by_role()) == ["task and loop and optimizer and judge"]
+    assert list(Engines(task=task).usage_by_engine()) == ["task and loop and optimizer and judge"]

@@ -58,7 +58,7 @@ class Engines:
         """What all of them spent, together."""
         return sum((e.usage for e in self.distinct()), Usage())
 
-    def usage_by_role(self) -> dict[str, dict]:
+    def usage_by_engine(self) -> dict[str, dict]:
         """What each engine spent, named by the roles it served ("optimizer and judge" where one
         engine did both; the judge defaults to the optimizer, so a method without a judge still
         reads "optimizer and judge")."""
