@@ -83,15 +83,17 @@ def check_model(spec, name: str) -> tuple[list[str], list[str]]:
 
 
 def weights_note(model: str) -> str:
-    """The weights' memory, from the model's config (``models.memory_estimate``), before it loads."""
+    """The weights' memory, from the model's config (``models.memory_estimate``: its published copy
+    where its own cannot load here), before it loads."""
     from .models import memory_estimate
 
     try:
         bf16 = memory_estimate(model, "bfloat16")
-    except Exception as err:  # offline and not in the hub cache, a gated model...
+    except Exception as err:  # offline, not in the hub cache and not among the published configs...
         return f"weights' size unknown here ({type(err).__name__})"
+    source = f", from its published config ({bf16['published']})" if bf16["published"] else ""
     return (f"{bf16['parameters'] / 1e9:.2f}B parameters: {bf16['gib']:.1f} GiB of weights in bf16 (cuda), "
-            f"{2 * bf16['gib']:.1f} GiB in fp32 (cpu)")
+            f"{2 * bf16['gib']:.1f} GiB in fp32 (cpu){source}")
 
 
 def check_notebook(notebook: str, params: dict) -> Report:

@@ -87,16 +87,57 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if str(device).startswith("cuda") else "float32"
 
 
+# The paper profile's hub models: the fields of their published config.json that size a model, as
+# written down in 2026-11; tests/test_models.py checks the parameter counts they give against the model
+# cards'. memory_estimate reads these only when a model's own config cannot load (offline, not in the
+# hub cache, gated), never in its place.
+PUBLISHED_CONFIGS_DATE = "2026-11"
+_QWEN_1_5B = dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                  num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+PUBLISHED_CONFIGS = {
+    "Qwen/Qwen2.5-0.5B-Instruct": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864,
+                                       num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                                       vocab_size=151936, tie_word_embeddings=True),
+    "Qwen/Qwen2.5-1.5B-Instruct": _QWEN_1_5B,
+    "Qwen/Qwen2.5-Math-1.5B": _QWEN_1_5B,
+    "Qwen/Qwen2.5-3B-Instruct": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008,
+                                     num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                                     vocab_size=151936, tie_word_embeddings=True),
+    "Qwen/Qwen2.5-7B-Instruct": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944,
+                                     num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                                     vocab_size=152064, tie_word_embeddings=False),
+    "Qwen/Qwen2.5-14B-Instruct": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824,
+                                      num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
+                                      vocab_size=152064, tie_word_embeddings=False),
+    "meta-llama/Llama-2-7b-chat-hf": dict(model_type="llama", hidden_size=4096, intermediate_size=11008,
+                                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                                          vocab_size=32000, tie_word_embeddings=False),
+}
+
+
 def memory_estimate(name: str, dtype: str) -> dict:
     """What a model's weights take in memory, from its config alone (built on the ``meta``
-    device, nothing loaded): parameters and GiB in ``dtype``."""
+    device, nothing loaded): parameters and GiB in ``dtype``; the sizes that scale its activations
+    and key/value cache (``layers``, ``hidden``, ``intermediate``, ``kv_width``: key/value heads x
+    head size, ``vocab``); ``published``: the date of ``PUBLISHED_CONFIGS`` where its copy there was
+    read because the model's own config could not load, else None."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(local_model_path(name))
+    try:
+        config, published = AutoConfig.from_pretrained(local_model_path(name)), None
+    except OSError:  # offline and not in the hub cache, or gated
+        if name not in PUBLISHED_CONFIGS:
+            raise
+        config, published = AutoConfig.for_model(**PUBLISHED_CONFIGS[name]), PUBLISHED_CONFIGS_DATE
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     params = sum(p.numel() for p in model.parameters())
-    return {"parameters": params, "gib": params * torch.finfo(getattr(torch, dtype)).bits / 8 / 2**30}
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return {"parameters": params, "gib": params * torch.finfo(getattr(torch, dtype)).bits / 8 / 2**30,
+            "layers": config.num_hidden_layers, "hidden": config.hidden_size,
+            "intermediate": config.intermediate_size, "kv_width": kv_heads * head, "vocab": config.vocab_size,
+            "published": published}
 
 
 _LOADED: dict[tuple[str, str, str], tuple] = {}  # (name, device, dtype) -> (model, tokenizer)

@@ -19,6 +19,10 @@ estimated for answering calls only (the questions as formatted, by the embedded 
 tokenizer, a stand-in for each model's own); the prompts of optimizer and judge calls are not
 estimated. Dollars use ``PRICES`` for the OpenAI models named there; GPU hours appear only with a
 measured ``--tokens-per-second`` (of completion tokens, for your model on your card).
+
+A second table estimates the GPU memory of each model a notebook runs in transformers, from its
+config (``models.memory_estimate``): bf16 weights, the key/value cache of its largest evaluation
+batch, the activations of its largest soft-prompt training batch, and the peak (``memory_table``).
 """
 
 from __future__ import annotations
@@ -36,22 +40,45 @@ from .methods import Demand, answering
 # written (2025-06); check them before relying on a total.
 PRICES = {"gpt-3.5-turbo": (0.50, 1.50), "gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60)}
 PRICES_DATE = "2025-06"
+PROMPT_MARGIN = 256  # tokens around a question: chat template, system prompt, instruction or soft prompt
+TRAINING_METHODS = ("EmbedGrad", "PEFT prompt tuning")
 ROLE_MODELS = {"task": "MODEL", "loop": "LOOP_MODEL", "optimizer": "OPTIMIZER_MODEL", "judge": "JUDGE_MODEL",
                "second": "SECOND_MODEL"}
+
+
+@functools.cache
+def _tokenizer():
+    """The embedded model's tokenizer, a stand-in for each model's own."""
+    from transformers import AutoTokenizer
+
+    from .models import EMBEDDED_MODEL, local_model_path
+
+    return AutoTokenizer.from_pretrained(local_model_path(EMBEDDED_MODEL))
 
 
 @functools.cache
 def question_tokens(task_name: str) -> float:
     """Mean tokens of the task's test questions as formatted (up to 200 of them), by the embedded
     model's tokenizer."""
-    from .models import EMBEDDED_MODEL, local_model_path
     from .tasks import get_task, make_splits
-    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(local_model_path(EMBEDDED_MODEL))
     task = get_task(task_name)
     rows = make_splits(task, 0, 0, None, seed=0).test[:200]
-    return statistics.fmean(len(tokenizer(task.format(e), add_special_tokens=False).input_ids) for e in rows)
+    return statistics.fmean(len(_tokenizer()(task.format(e), add_special_tokens=False).input_ids) for e in rows)
+
+
+@functools.cache
+def longest_question(task_name: str) -> int | None:
+    """Tokens of the task's longest question as formatted, in any of its pools, by the embedded
+    model's tokenizer; None where its data is not here."""
+    from .tasks import DataNotFoundError, get_task
+
+    task = get_task(task_name)
+    try:
+        questions = [task.format(e) for pool in task.pools().values() for e in pool]
+    except DataNotFoundError:
+        return None
+    return max(map(len, _tokenizer()(questions, add_special_tokens=False).input_ids))
 
 
 def _scoring(task, rows: int, prompts: int, params: dict, protocol: str = "direct",
@@ -163,13 +190,13 @@ def notebook_demand(stem: str, params: dict, missing: list[str]) -> dict[str, di
             task = get_task(name)
             dev = splits_of(task, {"n_train": 0, "n_dev": params["PROBE_N"], "n_test": 0}).dev
             _add(total, name, _scoring(task, len(dev), len(params["PROBE_PROMPTS"]), params))
-    if stem.startswith("01"):  # each model size: EmbedGrad trained and scored beside its text prompt
-        task = get_task(params["SCALE_TASK"])
-        splits = splits_of(task, size_parameters(params))
-        trained = _embedding(params)[0].demand(task, splits)["task"]
-        demand = trained + _scoring(task, len(splits.test), 2, params)["task"]
-        for model in params.get("SCALE_MODELS") or []:
-            total[f"scale: {model}"] = {task.name: demand}
+    if stem.startswith("01"):  # each model size and scale task: EmbedGrad trained and scored beside its text
+        for name in params.get("SCALE_TASKS") or []:
+            task = get_task(name)
+            splits = splits_of(task, size_parameters(params))
+            trained = _embedding(params)[0].demand(task, splits)["task"]
+            scored = _scoring(task, len(splits.test), 2, params)["task"]
+            _add(total, name, {f"scale: {model}": trained + scored for model in params.get("SCALE_MODELS") or []})
     return total
 
 
@@ -220,6 +247,153 @@ def table(stem: str, params: dict, missing: list[str], tokens_per_second: float 
     return rows
 
 
+def _transformers_model(spec) -> str | None:
+    """The hub id or folder a spec loads in transformers; None for an API or llama.cpp engine."""
+    from .models import EMBEDDED_MODEL
+
+    if isinstance(spec, dict):
+        return (spec.get("model") or EMBEDDED_MODEL) if spec.get("kind", "transformers") == "transformers" else None
+    return spec if isinstance(spec, str) and not spec.startswith("openai:") else None
+
+
+def _local_models(stem: str, params: dict) -> dict[str, tuple[list[str], list[str], bool]]:
+    """Hub id or folder -> (the tasks it answers, the tasks it trains soft prompts on, whether it is
+    one of SCALE_MODELS: loaded one at a time, on SCALE_TASKS only) for every model the notebook runs
+    in transformers."""
+    answers = list(params["TASKS"]) + list(params.get("PROBE_TASKS") or [])
+    trains = stem.startswith("01") or (stem.startswith("04") and bool(set(TRAINING_METHODS) & set(params["METHODS"])))
+    models = {}
+    for role in ROLE_MODELS:
+        name = _transformers_model(model_of(params, role))
+        if name and name not in models:
+            models[name] = (answers, list(params["TASKS"]) if role == "task" and trains else [], False)
+    for name in params.get("SCALE_MODELS") or []:
+        models.setdefault(name, (list(params["SCALE_TASKS"]), list(params["SCALE_TASKS"]), True))
+    return models
+
+
+def _answer_tokens(task, params: dict) -> int:
+    """A task's longest answer: its budget, and the forced turn's after it under the forced protocol."""
+    from .evaluation import FORCED_MAX_TOKENS, answer_budget
+    from .tasks import per_task
+
+    budget = answer_budget(task, per_task(params.get("MAX_TOKENS"), task, default=None))
+    return budget + (params.get("FORCED_MAX_TOKENS", FORCED_MAX_TOKENS) if params.get("PROTOCOL") == "forced" else 0)
+
+
+def _target_tokens(task, params: dict) -> int:
+    """A training target's tokens, EOS included: GSM8K's rationale cut at ``max_target_tokens``,
+    elsewhere at most the answer budget."""
+    from .embedgrad import TrainConfig
+
+    cap = TrainConfig.max_target_tokens
+    return 1 + (cap if task.kind == "number" else min(_answer_tokens(task, params), cap))
+
+
+def kv_cache_bytes(size: dict, tokens: int) -> int:
+    """Keys and values of every layer for ``tokens`` tokens, bf16 (``size``: ``models.memory_estimate``)."""
+    return 2 * size["layers"] * size["kv_width"] * tokens * 2
+
+
+def activation_bytes(size: dict, tokens: int, target_tokens: int, checkpointing: bool) -> int:
+    """What training a soft prompt keeps for the backward pass, bf16: per layer and token 8
+    hidden-size vectors (the two norms' fp32 copies and outputs; queries, keys and values repeated
+    to every head, and the attention output) and 3 intermediate-size ones (the MLP's gate, activation
+    and up; the weights are frozen, so no linear layer keeps its input), as counted by autograd's
+    saved tensors of a small Qwen2 on CPU; with checkpointing only each layer's input, and one layer
+    recomputed. Plus the logits of the target tokens: bf16, then fp32 twice (the copy and the
+    log-softmax)."""
+    layer = 2 * tokens * (8 * size["hidden"] + 3 * size["intermediate"])
+    kept = size["layers"] * 2 * tokens * size["hidden"] + layer if checkpointing else size["layers"] * layer
+    return kept + 10 * target_tokens * size["vocab"]
+
+
+def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
+    """One row per model the notebook runs in transformers: GiB of bf16 weights, of the key/value
+    cache of its largest evaluation batch, of the activations of its largest training batch (where
+    it trains soft prompts) and the peak; estimated from the configs. What it cannot tell, and what
+    its models need together, go to ``notes``."""
+    from .models import memory_estimate
+    from .tasks import get_task, per_task
+
+    checkpointing = bool(params.get("GRADIENT_CHECKPOINTING"))
+    eval_rows = params.get("EVAL_BATCH_SIZE") or params["BATCH_SIZE"]
+    train_rows = functools.partial(per_task, params["BATCH_SIZE"], name="BATCH_SIZE")
+    answer, target = (functools.partial(f, params=params) for f in (_answer_tokens, _target_tokens))
+
+    def batches(task_names, after_prompt):
+        """(task, tokens per row) of each task whose data is here."""
+        for task in map(get_task, task_names):
+            if longest_question(task.name) is not None:
+                yield task, longest_question(task.name) + PROMPT_MARGIN + after_prompt(task)
+
+    rows, together = [], []  # (one of SCALE_MODELS, weights, peak) per model
+    for name, (answers, trains, one_at_a_time) in _local_models(stem, params).items():
+        try:
+            size = memory_estimate(name, "bfloat16")
+        except Exception as err:  # noqa: BLE001 - no config to read: say so and go on
+            notes.append(f"{stem}: {name} left out, its config cannot be read here ({type(err).__name__})")
+            continue
+        kv, eval_batch = max(((kv_cache_bytes(size, eval_rows * n), f"{eval_rows} x {n:,}")
+                              for _, n in batches(answers, answer)), default=(0, "-"))
+        train, train_batch = max(((activation_bytes(size, train_rows(t) * n, train_rows(t) * target(t), checkpointing),
+                                   f"{train_rows(t)} x {n:,}") for t, n in batches(trains, target)), default=(0, "-"))
+        peak = size["gib"] + max(kv, train) / 2**30
+        rows.append({"notebook": stem, "model": name,
+                     "config": f"published {size['published']}" if size["published"] else "its own",
+                     "weights_gib": size["gib"], "eval_batch": eval_batch, "kv_cache_gib": kv / 2**30,
+                     "train_batch": train_batch, "checkpointing": ("yes" if checkpointing else "no") if trains else "-",
+                     "train_activations_gib": train / 2**30 if trains else None, "peak_gib": peak})
+        together.append((one_at_a_time, size["gib"], peak))
+    elsewhere: dict[str, set] = {}  # how it runs -> models
+    for spec in map(functools.partial(model_of, params), ROLE_MODELS):
+        if spec and not _transformers_model(spec):
+            llamacpp = isinstance(spec, dict) and spec.get("kind") == "llamacpp"
+            how = "run by llama.cpp" if llamacpp else "served over an OpenAI-compatible API"
+            elsewhere.setdefault(how, set()).add(_label(spec).rstrip(":"))
+    notes += [f"{stem}: {', '.join(sorted(names))} left out, {how}: no GPU here" for how, names in elsewhere.items()]
+    if len(rows) > 1:  # every model stays loaded but SCALE_MODELS, released one at a time
+        need = sum(gib for one, gib, _ in together if not one) + \
+            max(peak - (0 if one else gib) for one, gib, peak in together)
+        notes.append(f"{stem}: about {need:,.1f} GiB at most on one card, its models loaded together"
+                     + (" (SCALE_MODELS one at a time)" if any(one for one, _, _ in together) else ""))
+    return rows
+
+
+def memory_notes() -> list[str]:
+    """What the GPU memory table counts, and with which numbers."""
+    from .embedgrad import TrainConfig
+
+    return [
+        "Estimates from each model's config (`models.memory_estimate`: its own, or the published copy in "
+        "`models.PUBLISHED_CONFIGS` where its own cannot load), all in bf16; not measured on a card.",
+        f"Batches (rows x tokens): the notebook's task batch that takes the most; a row's tokens are its task's "
+        f"longest question as formatted (any pool; the embedded model's tokenizer, a stand-in for each model's "
+        f"own) + {PROMPT_MARGIN} (chat template, system prompt, instruction), then the answer budget (MAX_TOKENS "
+        f"or the answer kind's; under the forced protocol + FORCED_MAX_TOKENS) or the training target (GSM8K's "
+        f"rationale: {TrainConfig.max_target_tokens} + EOS; other tasks: their answer budget + EOS).",
+        "KV cache: keys and values of every layer for one evaluation batch (EVAL_BATCH_SIZE, else BATCH_SIZE).",
+        "Training activations (EmbedGrad and PEFT prompt tuning, BATCH_SIZE per task): per layer and token 8 "
+        "hidden-size and 3 intermediate-size vectors (the model frozen); with GRADIENT_CHECKPOINTING each layer's "
+        "input and one layer recomputed; plus the target tokens' logits (bf16 and twice fp32). Whole rows are "
+        "counted, though EmbedGrad without checkpointing reads the part before its prompt without gradients.",
+        "Peak: weights + the larger of KV cache and training activations. Not counted: the CUDA context, the "
+        "allocator's slack, the prefill's transient per-layer buffers.",
+    ]
+
+
+def _memory_markdown(memory: list[dict]) -> str:
+    import pandas as pd
+
+    if not memory:
+        return "No model runs in transformers here."
+    frame = pd.DataFrame(memory)
+    for column in [c for c in frame.columns if c.endswith("_gib")]:
+        frame[column] = [f"{v:,.1f}" if v is not None and v == v else "-" for v in frame[column]]
+    return frame.to_markdown(index=False, colalign=["left"] * 3 + ["right"] * (len(frame.columns) - 3),
+                             disable_numparse=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
@@ -237,11 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {name: parse_value(value) for name, value in args.parameter}
     notebooks = ROOT / "notebooks"
     paths = select_notebooks(notebooks, args.only)
-    rows, missing = [], []
+    rows, missing, memory, notes = [], [], [], []
     for path in paths:
         params = {**declared_defaults(path), **resolve_parameters(path, args.profile, default_results(args.profile),
                                                                    overrides, notebooks / "profiles")}
         rows += table(path.stem, params, missing, args.tokens_per_second)
+        memory += memory_table(path.stem, params, notes)
     frame = pd.DataFrame(rows)
     shown = frame.copy()
     for column in shown.columns[3:]:  # counts with thousands separators; "-" where a figure cannot be told
@@ -252,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     if "usd_max" in frame:
         lines.append(f"- API dollars at most about ${frame['usd_max'].sum():,.2f} at {PRICES_DATE} list prices, output "
                      f"at each call's full budget; optimizer and judge prompts are not counted in them.")
+    lines += ["", "## GPU memory: GiB per notebook and model, estimated from the configs (not measured on a card)",
+              "", _memory_markdown(memory), ""]
+    lines += [f"- {note}" for note in memory_notes() + notes]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
