@@ -198,6 +198,10 @@ def test_keep_tokens_holds_each_vector_nearest_to_its_own_token(local_engine, ss
 
     free, kept = _soft(local_engine), _soft(local_engine)
     radii = token_radii(kept, local_engine.hf_model)
+    for i, own in enumerate(kept.init_ids):  # just under half the way to the nearest other token
+        others = (vocab - kept.start[i]).norm(dim=-1)
+        others[own] = float("inf")
+        assert torch.isclose(radii[i, 0], 0.49 * others.min(), rtol=1e-5)
     for soft, radius in ((free, None), (kept, KEEP_TOKENS)):
         train_soft_prompt(soft, local_engine, task, splits.train, TrainConfig(steps=3, batch_size=4, lr=1.0,
                                                                               trust_radius=radius))

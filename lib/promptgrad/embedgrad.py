@@ -420,13 +420,14 @@ def target_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def token_radii(soft: SoftPrompt, model) -> torch.Tensor:
-    """Per vector, half the L2 distance from its start to the nearest other vocabulary embedding,
-    as a ``(k, 1)`` tensor. Inside that ball the nearest token is still the start token, so the
-    trained prompt still reads as its text: our reading of "preserving the meaning"."""
+    """Per vector, just under half the L2 distance from its start to the nearest other vocabulary
+    embedding, as a ``(k, 1)`` tensor. Inside that ball the nearest token (by L2) is still the start
+    token, so the trained prompt still reads as its text: our reading of "preserving the meaning"."""
     vocab = model.get_input_embeddings().weight
-    distances = torch.cdist(soft.start.to(vocab.device, vocab.dtype).float(), vocab.float())
-    distances[distances == 0] = float("inf")  # the start token itself (and exact copies of it)
-    return 0.5 * distances.min(dim=-1).values[:, None].to(soft.embeddings.device)
+    distances = torch.cdist(soft.start.to(vocab.device, vocab.dtype).float(), vocab.float(),
+                            compute_mode="donot_use_mm_for_euclid_dist")  # exact, not via a matrix product
+    distances[torch.arange(soft.k), torch.tensor(soft.init_ids)] = float("inf")  # the start token itself
+    return 0.49 * distances.min(dim=-1).values[:, None].to(soft.embeddings.device)
 
 
 @torch.no_grad()
