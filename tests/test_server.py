@@ -116,3 +116,7 @@ def test_an_answer_cut_at_its_budget_is_known_from_the_finish_reason_also_after_
     assert [row[0] for row in rerun.chat([story, word], max_tokens=24)] == answers
     assert rerun.cut_at_budget(answers, 24) == [True, False] and rerun.usage.model_calls == 0
     assert rerun.cut_at_budget(answers, 48) == [None, None]  # another budget: never seen
+    uncached = engine_for(server.url)  # no cache: the reasons stay in memory, through later calls
+    first = [row[0] for row in uncached.chat([story, word], max_tokens=24)]
+    uncached.chat([CAT], max_tokens=MAX_TOKENS)  # as a forced second turn would, before the first turn's check
+    assert uncached.cut_at_budget(first, 24) == [True, False]

@@ -31,7 +31,8 @@ class OpenAIEngine(Engine):
     a row is re-decoded from its last token, which can change a greedy answer.
 
     Whether an answer ran into its token budget is the server's finish reason ("length"), kept
-    in the response cache beside the answer, so a rerun from the cache still knows it.
+    in the response cache beside the answer, so a rerun from the cache still knows it (in memory
+    when the cache is off).
     """
 
     kind = "openai"
@@ -54,7 +55,7 @@ class OpenAIEngine(Engine):
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
-        self._cut: dict[str, bool] = {}  # the last call's finish reasons ("length"?), by answer and budget
+        self._cut: dict[str, bool] = {}  # finish reasons "length" by answer and budget, when the cache is off
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
         self._retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
                            openai.APITimeoutError)
@@ -80,7 +81,7 @@ class OpenAIEngine(Engine):
             self.usage.prompt_tokens += resp.usage.prompt_tokens
             self.usage.completion_tokens += resp.usage.completion_tokens
 
-    def _complete(self, conversation, n, temperature, max_tokens, seed) -> list[str]:
+    def _complete(self, conversation, n, temperature, max_tokens, seed, cut: dict[str, bool]) -> list[str]:
         texts: list[str] = []
         while len(texts) < n:  # some servers (llama.cpp) return one choice whatever n is
             resp = self._request(conversation, n=n - len(texts), temperature=temperature, max_tokens=max_tokens,
@@ -89,8 +90,8 @@ class OpenAIEngine(Engine):
             if not resp.choices:
                 raise EngineError(f"{self.base_url or 'OpenAI'} returned no choices for model {self.model}.")
             answers = [(c.message.content or "").strip() for c in resp.choices]
-            self._cut.update({self._cut_key(a, max_tokens): c.finish_reason == "length"
-                              for a, c in zip(answers, resp.choices)})
+            cut.update({self._cut_key(a, max_tokens): c.finish_reason == "length"
+                        for a, c in zip(answers, resp.choices)})
             texts += answers
         return texts[:n]
 
@@ -98,14 +99,18 @@ class OpenAIEngine(Engine):
         return cache_key(cut_at_budget=answer, engine=self.kind, model=self.model, max_tokens=max_tokens)
 
     def _generate(self, conversations, *, n, temperature, max_tokens, seed, soft_prompt, desc):
-        self._cut = {}
-        texts = self._concurrently(lambda c: self._complete(c, n, temperature, max_tokens, seed), conversations, desc)
-        self.cache.put_many(self._cut)
+        cut: dict[str, bool] = {}
+        texts = self._concurrently(lambda c: self._complete(c, n, temperature, max_tokens, seed, cut), conversations,
+                                   desc)
+        if self.cache.path:
+            self.cache.put_many(cut)
+        else:
+            self._cut.update(cut)
         return texts
 
     def cut_at_budget(self, outputs: list[str], max_tokens: int) -> list[bool | None]:
-        """From the server's finish reason of each answer: the last call's, else the cache's (None
-        for an answer neither saw)."""
+        """From the server's finish reason of each answer (None for an answer this engine and its
+        cache never saw)."""
         keys = [self._cut_key(o, max_tokens) for o in outputs]
         return [self._cut[k] if k in self._cut else self.cache.get(k) for k in keys]
 
