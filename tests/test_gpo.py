@@ -168,6 +168,16 @@ def test_lenient_parsing():
         gpo.parse_candidate("x", "fuzzy")
 
 
+def test_the_release_parsing_is_gpos_code():
+    """From the first <START> (or the beginning) to the first <END> (or the end), case-sensitive."""
+    assert gpo.parse_candidate("Sure: <START>Be precise.<END> or <START>x<END>", "release") == ("Be precise.", "ok")
+    assert gpo.parse_candidate("<START>Think first\nthen answer", "release") == ("Think first then answer",
+                                                                                "unterminated")
+    assert gpo.parse_candidate("Count the steps.<END>", "release") == ("Count the steps.", "unmarked")
+    assert gpo.parse_candidate("<start>lower<end>", "release") == ("<start>lower<end>", "unmarked")
+    assert gpo.parse_candidate("<END> late <START>", "release") == (None, "empty")
+
+
 def test_selection_moves_to_best_fresh_candidate_even_if_worse():
     cands = [{"prompt": "a", "score": 0.9}, {"prompt": "b", "score": 0.4}, {"prompt": "c", "score": 0.4}]
     assert gpo.select_next(cands, {"a"})["prompt"] == "b"  # best not chosen before; first of ties
@@ -187,38 +197,51 @@ def test_meta_prompt_holds_the_gpo_parts():
     assert "allowed to change" not in gpo.meta_prompt("opro", cur, [cur], EXEMPLARS, TASK, None)
 
 
-def test_the_release_template_shows_raw_scores_in_retrieval_order_and_introduces_the_exemplars():
+def test_the_release_template_is_the_meta_prompt_of_gpos_code():
     cur, older = {"prompt": "Let's think step by step.", "score": 0.5}, {"prompt": "Be brief.", "score": 0.75}
-    text = gpo.meta_prompt("gpo", cur, [cur, older], EXEMPLARS, TASK, 40, template="release")
-    assert "Prompt: Let's think step by step.\nScore: 0.5\n\nPrompt: Be brief.\nScore: 0.75" in text
-    assert gpo.RELEASE_EXEMPLARS in text and "You are allowed to change up to 40 words" in text
-    assert text.count("<Prompt>") >= 3 + 1 and "<START>" in text and "<END>" in text
+    text = gpo.meta_prompt("gpo", cur, [cur, older], EXEMPLARS[:1], TASK, 40, template="release")
+    assert text == (
+        "Your task is to write a prompt to replace <Prompt>.\n\n"
+        "Below are the previous prompts with their scores. The score ranges from 0 to 100, and higher scores "
+        "indicate better quality.\n\nPrompt: Let's think step by step.\nScore: 0.5\n\n"
+        "Prompt: Be brief.\nScore: 0.75"
+        "\n\nThe current prompt is:\nLet's think step by step.\n\n" + gpo.RELEASE_EXEMPLARS +
+        "\n\nInput:\nexemplar 0?\n<Prompt>\nOutput:\nyes\n\n"
+        "Carefully analyze the previous prompts and their scores, and write a new improved prompt to replace "
+        "<Prompt> at the end of the question in the task examples.\n"
+        "You are allowed to change up to 40 words in the current prompt.\n\n"
+        "Wrap the new prompt with <START> and <END>.")
+    assert gpo.meta_prompt("opro", cur, [cur], EXEMPLARS, TASK, None, template="release") == \
+        gpo.meta_prompt("opro", cur, [cur], EXEMPLARS, TASK, None)  # OPRO and APE keep ours
     with pytest.raises(ValueError, match="template"):
         gpo.meta_prompt("gpo", cur, [cur], EXEMPLARS, TASK, 40, template="theirs")
 
 
-def test_the_release_template_draws_its_exemplars_each_step_and_puts_the_current_prompt_first():
-    pool = [Example(f"format {i}?", "yes", id=f"f{i}") for i in range(5)]
+def test_the_release_template_puts_the_current_prompt_first_and_parses_as_gpos_code():
     quality = {"Let's think step by step.": 0.5, "A": 0.9, "B": 0.6}
-    script = [wrap("A"), wrap("B"), wrap("B")]
-    runs = [gpo.optimize(TASK, ScriptedTaskModel(quality), ScriptedOptimizer(script), DEV, pool, steps=3,
-                         candidates=1, template="release", draw=2, embed=keyword_embed) for _ in range(2)]
-    shown = [sorted(set(re.findall(r"format \d", s["meta_prompt"]))) for s in runs[0].steps]
-    assert all(len(s) == 2 for s in shown) and len({tuple(s) for s in shown}) > 1  # two, drawn anew each step
-    assert [s["meta_prompt"] for s in runs[0].steps] == [s["meta_prompt"] for s in runs[1].steps]  # seeded
-    for s, before in zip(runs[0].steps, runs[0].trajectory):
+    script = [wrap("A"), ["<START>B"], ["B<END> and more"]]
+    run = gpo.optimize(TASK, ScriptedTaskModel(quality), ScriptedOptimizer(script), DEV, EXEMPLARS, steps=3,
+                       candidates=1, template="release", parse="release", embed=keyword_embed)
+    for s, before in zip(run.steps, run.trajectory):
         assert s["retrieved"][0]["prompt"] == before["prompt"]  # the current prompt first, whatever its score
+    assert [s["parse"]["ok"] + s["parse"]["unterminated"] + s["parse"]["unmarked"] for s in run.steps] == [1, 1, 1]
+    assert [e["prompt"] for e in run.trajectory][1:3] == ["A", "B"]
 
 
-def test_the_release_template_takes_gpo_tasks_exemplars_from_their_format_pool(data_dir):
+def test_the_release_template_draws_gpo_tasks_exemplars_once_from_their_format_pool(data_dir):
     from promptgrad.methods import Engines
     from promptgrad.tasks import Splits
 
-    optimizer = ScriptedOptimizer([wrap("A")])
+    optimizer = ScriptedOptimizer([wrap("A"), wrap("B")])
     engines = Engines(task=ScriptedTaskModel({}), optimizer=optimizer)
-    gpo.GPO(steps=1, candidates=1, template="release").optimize(TASK, Splits(EXEMPLARS, DEV, []), engines)
-    formats = {e.input for e in TASK.pools()["format"]}
-    assert sum(f"input:\n{TASK.format(Example(q, ''), '<Prompt>')}" in optimizer.requests[0] for q in formats) == 3
+    method = gpo.GPO(steps=2, candidates=1, template="release")
+    chosen = method.exemplars_for(TASK, Splits(EXEMPLARS, DEV, []))
+    assert len(chosen) == 3 and all("-format-" in e.id for e in chosen)
+    assert chosen == gpo.GPO(template="release").exemplars_for(TASK, Splits(EXEMPLARS, DEV, []))  # seeded
+    method.optimize(TASK, Splits(EXEMPLARS, DEV, []), engines)
+    for request in optimizer.requests:  # the same three at every step
+        assert all(f"Input:\n{TASK.format(e, '<Prompt>')}\nOutput:" in request for e in chosen)
+    assert gpo.GPO().exemplars_for(TASK, Splits(EXEMPLARS, DEV, [])) == EXEMPLARS[:3]
     with pytest.raises(ValueError, match="template"):
         gpo.GPO(template="theirs")
 

@@ -164,7 +164,7 @@ def canonical_target(target, kind: str) -> str:
 
 # ---------------------------------------------------------------- optimizer outputs
 
-PARSE_MODES = ("strict", "lenient")
+PARSE_MODES = ("strict", "lenient", "release")
 _LABEL = re.compile(r"^(new |improved |rewritten )?(prompt|instruction|output|answer)\s*:\s*", re.IGNORECASE)
 
 
@@ -176,11 +176,18 @@ def marked_text(text: str | None, start: str, end: str, mode: str = "strict") ->
     ``missing_markers``. lenient (our choice for optimizers too small to follow the format):
     also an opened but unclosed ``start``, up to a blank line or the next ``start``
     (``unterminated``), or else the first non-empty line (``unmarked``), label and quotes stripped.
+    release (GPO's released code): from the first ``start`` (or the beginning) to the first ``end``
+    (or the end), case-sensitive.
     """
     if mode not in PARSE_MODES:
         raise ValueError(f"Unknown parse mode '{mode}'; expected one of {PARSE_MODES}.")
     if text is None or not text.strip():
         return None, "empty"
+    if mode == "release":
+        opened, closed = start in text, end in text
+        body = text[text.index(start) + len(start) if opened else 0:text.index(end) if closed else len(text)].strip()
+        status = "ok" if opened and closed else "unterminated" if opened else "unmarked"
+        return (body, status) if body else (None, "empty")
     s, e = re.escape(start), re.escape(end)
     pairs = re.findall(f"{s}(.*?){e}", text, re.DOTALL | re.IGNORECASE)
     if pairs:

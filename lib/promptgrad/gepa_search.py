@@ -77,7 +77,8 @@ class PromptAdapter(GEPAAdapter):
             -> EvaluationBatch:
         records = score_prompts(self.engines.loop, self.task, {"candidate": candidate[COMPONENT]}, batch,
                                 placement=self.placement, protocol=self.protocol, max_tokens=self.max_tokens,
-                                forced_max_tokens=self.forced_max_tokens, desc=f"{self.task.name} GEPA")["candidate"].records
+                                forced_max_tokens=self.forced_max_tokens,
+                                desc=f"{self.task.name} GEPA")["candidate"].records
         return EvaluationBatch(outputs=[r["output"] for r in records],
                                scores=[1.0 if r["correct"] else 0.0 for r in records],
                                trajectories=[{**r, "question": ex.input} for r, ex in zip(records, batch)]

@@ -195,18 +195,18 @@ def retrieve(trajectory: list[dict], k: int, method: str = "relevance",
 # ---------------------------------------------------------------- meta-prompts
 
 
-TEMPLATES = ("ours", "release")  # meta-prompt layouts: ours, or GPO's release as far as we know it
-RELEASE_EXEMPLARS = ("The following exemplars show how to apply the prompt: you replace <Prompt> in each input "
-                     "with the prompt, then read the input and give an output.")  # its first words are the release's
+TEMPLATES = ("ours", "release")  # meta-prompt layouts: ours, or the one of GPO's released code (RUCAIBox/GPO)
+RELEASE_EXEMPLARS = ("The following exemplars show how to apply the prompt: you replace <Prompt> in each input with "
+                     "your new prompt, then read the input and give an output. We say your output is wrong if it is "
+                     "different from the given output, and we say your output is correct if they are the same.")
+RELEASE_PLACES = {"after": "at the end of the question", "before": "at the beginning of the question"}
 
 
 def _exemplar_block(task: Task, exemplars: list[Example], placement: str) -> str:
     return "\n\n".join(f"input:\n{task.format(ex, '<Prompt>', placement)}\noutput:\n{ex.target}" for ex in exemplars)
 
 
-def _scored_block(entries: list[dict], template: str = "ours") -> str:
-    if template == "release":  # "Prompt:/Score:" with the raw 0-1 dev score
-        return "\n\n".join(f"Prompt: {e['prompt']}\nScore: {round(e['score'], 4)}" for e in entries)
+def _scored_block(entries: list[dict]) -> str:
     return "\n\n".join(f"text:\n{e['prompt']}\nscore:\n{round(100 * e['score'])}" for e in entries)
 
 
@@ -214,13 +214,12 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
                 limit: int | None, placement: str = "after", template: str = "ours") -> str:
     """The optimizer's instruction for one step (GPO's template; OPRO's and APE's in the same frame).
 
-    ``template="release"``: the parts of GPO's released meta-prompt we know (the retrieved prompts
-    as "Prompt:/Score:" pairs with raw scores, in retrieval order, the current one first; a
-    paragraph introducing the exemplars); the sentences around them stay ours."""
+    ``template="release"`` (GPO's update only; OPRO and APE keep ours): the meta-prompt of GPO's
+    released code, word for word (:func:`release_meta_prompt`)."""
     if template not in TEMPLATES:
         raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
-    if template == "release":
-        return _release_meta_prompt(update, current, retrieved, exemplars, task, limit, placement)
+    if template == "release" and update == "gpo":
+        return release_meta_prompt(current, retrieved, exemplars, task, limit, placement)
     examples = _exemplar_block(task, exemplars, placement)
     if update == "ape":
         return ("Generate a variation of the following prompt while keeping its semantic meaning. The prompt "
@@ -245,19 +244,23 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
             "Write the new prompt between <START> and <END>.")
 
 
-def _release_meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: list[Example], task: Task,
-                         limit: int | None, placement: str) -> str:
-    examples = f"{RELEASE_EXEMPLARS}\n\n{_exemplar_block(task, exemplars, placement)}"
-    if update == "ape":
-        return ("Generate a variation of the following prompt while keeping its semantic meaning.\n\n"
-                f"Prompt: {current['prompt']}\n\n{examples}\n\nWrite the new prompt between <START> and <END>.")
-    limit_line = f"You are allowed to change up to {limit} words in the current prompt.\n" if limit else ""
+def release_meta_prompt(current: dict, retrieved: list[dict], exemplars: list[Example], task: Task,
+                        limit: int | None, placement: str = "after") -> str:
+    """GPO's meta-prompt as its released code writes it: the retrieved prompts (in retrieval order,
+    the current one first) as "Prompt:/Score:" pairs with the raw dev score under a header that says
+    0 to 100, the current prompt, the exemplars as Input/Output pairs, and the edit limit on the
+    line before the last."""
+    scored = "\n\n".join(f"Prompt: {e['prompt']}\nScore: {e['score']}" for e in retrieved)
+    examples = "\n\n".join(f"Input:\n{task.format(ex, '<Prompt>', placement)}\nOutput:\n{ex.target}"
+                            for ex in exemplars)
+    limit_line = f"You are allowed to change up to {limit} words in the current prompt.\n\n" if limit else ""
     return ("Your task is to write a prompt to replace <Prompt>.\n\n"
-            "Below are some previous prompts with their scores. The score ranges from 0 to 1, and "
-            f"higher scores indicate better quality.\n\n{_scored_block(retrieved, 'release')}\n\n{examples}\n\n"
-            "Carefully analyze the previous prompts and their scores, and write a new improved prompt to "
-            f"replace <Prompt> in the task examples.\n{limit_line}"
-            "Write the new prompt between <START> and <END>.")
+            "Below are the previous prompts with their scores. The score ranges from 0 to 100, and higher scores "
+            f"indicate better quality.\n\n{scored}\n\nThe current prompt is:\n{current['prompt']}\n\n"
+            f"{RELEASE_EXEMPLARS}\n\n{examples}\n\n"
+            "Carefully analyze the previous prompts and their scores, and write a new improved prompt to replace "
+            f"<Prompt> {RELEASE_PLACES.get(placement, 'in its place')} in the task examples.\n"
+            f"{limit_line}Wrap the new prompt with <START> and <END>.")
 
 
 FAILED = ("empty", "missing_markers", "unterminated", "unmarked")  # outputs not properly wrapped
@@ -265,8 +268,8 @@ FAILED = ("empty", "missing_markers", "unterminated", "unmarked")  # outputs not
 
 def parse_candidate(text: str | None, mode: str = "strict") -> tuple[str | None, str]:
     """The prompt between ``<START>`` and ``<END>``, on one line, and a status: strict takes a
-    complete pair only, lenient also an unclosed marker or the first line (our rule; GPO's release
-    also parses leniently, by a rule we do not have; ``promptgrad.extraction.marked_text``)."""
+    complete pair only, lenient also an unclosed marker or the first line (our rule for a small
+    optimizer), release GPO's released code's rule (``promptgrad.extraction.marked_text``)."""
     prompt, status = marked_text(text, "<START>", "<END>", mode)
     return (" ".join(prompt.split()), status) if prompt is not None else (None, status)
 
@@ -367,16 +370,14 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
              initial_prompt: str = INITIAL_PROMPT, placement: str = "after", protocol: str = "forced",
              max_tokens: int | None = None, forced_max_tokens: int = FORCED_MAX_TOKENS,
              optimizer_max_tokens: int = 256, temperature: float = 1.0,
-             parse: str = "strict", template: str = "ours", draw: int | None = None, seed: int = 0,
-             checkpoint: str | Path | None = None,
+             parse: str = "strict", template: str = "ours", seed: int = 0, checkpoint: str | Path | None = None,
              stop_after_steps: int | None = None,
              on_step: Callable[[dict], None] | None = None,
              embed: Callable[[list[str]], object] | None = None) -> Run:
     """Run one strategy (``GPO``, ``OPRO``, ``APE`` or a ``Strategy``) on one task.
 
-    ``exemplars``: the 3 fixed input/output examples of the meta-prompt (from train); with
-    ``draw``, each step shows that many drawn at random from them (the release draws 3 from its
-    format split). ``template``: the meta-prompt's layout (:func:`meta_prompt`).
+    ``exemplars``: the fixed input/output examples of the meta-prompt. ``template``: its layout
+    (:func:`meta_prompt`).
     ``parse``: ``strict`` (only ``<START>...<END>``) or ``lenient`` (see ``parse_candidate``).
     ``checkpoint``: a JSON state file, rewritten after every step; an existing one is resumed
     (CheckpointError if it is corrupt or from other settings). ``stop_after_steps``: stop once
@@ -395,7 +396,8 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
               "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
               "max_tokens": max_tokens, "forced_max_tokens": forced_max_tokens,
               "optimizer_max_tokens": optimizer_max_tokens, "temperature": temperature,
-              "parse": parse, "template": template, "draw": draw, "seed": seed, "dev": fingerprint([[e.id, e.input, e.target] for e in dev]),
+              "parse": parse, "template": template, "seed": seed,
+              "dev": fingerprint([[e.id, e.input, e.target] for e in dev]),
               "exemplars": fingerprint([[e.id, e.input, e.target] for e in exemplars]),
               "task_model": task_engine.model, "optimizer_model": optimizer_engine.model}
     path = Path(checkpoint) if checkpoint else None
@@ -445,9 +447,9 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         if strategy.update == "ape":
             current = best_entry(trajectory)  # APE resamples around the best prompt so far
         limit = edit_limit(t, steps, strategy.schedule)
-        retrieved = retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed, ascending=template == "ours")
-        shown = random.Random(seed * 1000 + t).sample(exemplars, min(draw, len(exemplars))) if draw else exemplars
-        text = meta_prompt(strategy.update, current, retrieved, shown, task, limit, placement, template)
+        release = template == "release" and strategy.update == "gpo"  # in retrieval order, the current one first
+        retrieved = retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed, ascending=not release)
+        text = meta_prompt(strategy.update, current, retrieved, exemplars, task, limit, placement, template)
         with metered(optimizer_engine) as spent:
             outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
                                             temperature=temperature, max_tokens=optimizer_max_tokens,
@@ -486,9 +488,8 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
 class GPO(Method):
     """GPO, OPRO or APE (``strategy``) under the method contract: the loop of :func:`optimize`
     with the loop engine as task model, candidates scored on the first ``dev`` dev examples, the
-    meta-prompt's exemplars the first ``exemplars`` train examples (``template="release"``:
-    ``exemplars`` drawn at random each step from the task's format pool, GPO's tasks having one,
-    else from train)."""
+    meta-prompt's exemplars the first ``exemplars`` train examples (``template="release"``: drawn
+    once at random from the task's format pool, as GPO's code does, where the task has one)."""
 
     PER_TASK = ("steps", "dev", "max_tokens")
 
@@ -503,10 +504,10 @@ class GPO(Method):
     optimizer_max_tokens: int = 256
     temperature: float = 1.0
     parse: str = "strict"
-    template: str = "ours"            # the meta-prompt's layout; "release": GPO's, as far as we know it
+    template: str = "ours"            # the meta-prompt's layout; "release": GPO's released code's (GPO only)
     seed: int = 0
     dev: int | dict | None = None     # dev examples scoring candidates (None: all)
-    exemplars: int = 3                # "release": drawn at random each step from the task's format pool
+    exemplars: int = 3                # "release": drawn once at random from the task's format pool
     schedule: str | None = None       # the edit-limit schedule; None: the strategy's own
     epochs: int = 3                   # GPO's step rule when ``steps`` is None
     batch: int = 8
@@ -531,21 +532,28 @@ class GPO(Method):
     def name(self) -> str:
         return self.strategy
 
+    def exemplars_for(self, task: Task, splits) -> list[Example]:
+        """The meta-prompt's exemplars: the first train examples, or with the release's template
+        ``exemplars`` drawn once from the task's format pool (seeded; kept in pool order)."""
+        pool = task.pools().get("format") if self.template == "release" else None
+        if not pool:
+            return splits.train[:self.exemplars]
+        chosen = sorted(random.Random(self.seed).sample(range(len(pool)), min(self.exemplars, len(pool))))
+        return [pool[i] for i in chosen]
+
     def optimize(self, task: Task, splits, engines, checkpoint_dir: str | Path | None = None) -> Found:
         c = self.for_task(task)
         if len(splits.train) < c.exemplars:
             raise ValueError(f"{task.name}: the train split has {len(splits.train)} examples; the meta-prompt needs "
                              f"{c.exemplars} exemplars from it.")
         dev = c.dev_examples(splits)
-        release = c.template == "release"  # exemplars drawn from GPO's format split, else from train
-        exemplars = (task.pools().get("format") or splits.train) if release else splits.train[:c.exemplars]
-        run = optimize(task, engines.loop, engines.optimizer, dev, exemplars,
+        run = optimize(task, engines.loop, engines.optimizer, dev, c.exemplars_for(task, splits),
                        strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates,
                        initial_prompt=c.initial_prompt, placement=c.placement, protocol=c.protocol,
                        max_tokens=c.max_tokens, forced_max_tokens=c.forced_max_tokens,
                        optimizer_max_tokens=c.optimizer_max_tokens,
-                       temperature=c.temperature, parse=c.parse, template=c.template,
-                       draw=c.exemplars if release else None, seed=c.seed, checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
+                       temperature=c.temperature, parse=c.parse, template=c.template, seed=c.seed,
+                       checkpoint=c.checkpoint(checkpoint_dir, task, splits, engines))
         budget = sum((Usage(**u) for u in run.usage.values()), Usage())  # task model + optimizer, resumes included
         trajectory = [{"step": e["step"], "prompt": e["prompt"], "score": e["score"]} for e in run.trajectory]
         return Found(self.name, task.name, run.final["prompt"], budget, trajectory,
