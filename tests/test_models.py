@@ -37,7 +37,7 @@ def test_every_hub_model_of_the_paper_profile_has_a_published_config():
     profile = yaml.safe_load((ROOT / "notebooks" / "profiles" / "paper.yaml").read_text())
     specs = [spec for params in profile.values() for key, value in params.items()
              for spec in (value if key == "SCALE_MODELS" else [value] if key.endswith("MODEL") else [])]
-    hub = {plan._transformers_model(spec) for spec in specs} - {None}
+    hub = {plan._gpu_model(spec) for spec in specs} - {None}
     assert hub == set(PUBLISHED_CONFIGS)
 
 

@@ -144,7 +144,7 @@ def stand_in_model(spec, folder: Path, server_url: str):
         return {"kind": "openai", "model": spec[len("openai:"):], "base_url": server_url}
     if isinstance(spec, dict):
         kind = spec.get("kind", "transformers")
-        if kind == "openai" and not spec.get("base_url"):
+        if kind == "openai":  # the API, or a server of the user's (vLLM): the loopback server answers as it
             return {**spec, "base_url": server_url}
         if kind == "transformers" and _is_hub_id(spec.get("model")):
             return {**spec, "model": stand_in_model(spec["model"], folder, server_url)}

@@ -247,24 +247,29 @@ def table(stem: str, params: dict, missing: list[str], tokens_per_second: float 
     return rows
 
 
-def _transformers_model(spec) -> str | None:
-    """The hub id or folder a spec loads in transformers; None for an API or llama.cpp engine."""
+def _gpu_model(spec) -> str | None:
+    """The model a spec runs on a GPU of the user's: the hub id or folder transformers loads, or the
+    hub id a server of the user's answers as (``base_url``: vLLM); None for the OpenAI API, llama.cpp
+    and servers that name their models otherwise (Ollama's "qwen2.5:7b-instruct")."""
     from .models import EMBEDDED_MODEL
 
     if isinstance(spec, dict):
-        return (spec.get("model") or EMBEDDED_MODEL) if spec.get("kind", "transformers") == "transformers" else None
+        kind, model = spec.get("kind", "transformers"), spec.get("model")
+        if kind == "transformers":
+            return model or EMBEDDED_MODEL
+        return model if kind == "openai" and spec.get("base_url") and "/" in (model or "") else None
     return spec if isinstance(spec, str) and not spec.startswith("openai:") else None
 
 
 def _local_models(stem: str, params: dict) -> dict[str, tuple[list[str], list[str], bool]]:
     """Hub id or folder -> (the tasks it answers, the tasks it trains soft prompts on, whether it is
     one of SCALE_MODELS: loaded one at a time, on SCALE_TASKS only) for every model the notebook runs
-    in transformers."""
+    on a GPU of the user's (``_gpu_model``)."""
     answers = list(params["TASKS"]) + list(params.get("PROBE_TASKS") or [])
     trains = stem.startswith("01") or (stem.startswith("04") and bool(set(TRAINING_METHODS) & set(params["METHODS"])))
     models = {}
     for role in ROLE_MODELS:
-        name = _transformers_model(model_of(params, role))
+        name = _gpu_model(model_of(params, role))
         if name and name not in models:
             models[name] = (answers, list(params["TASKS"]) if role == "task" and trains else [], False)
     for name in params.get("SCALE_MODELS") or []:
@@ -347,11 +352,19 @@ def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
         together.append((one_at_a_time, size["gib"], peak))
     elsewhere: dict[str, set] = {}  # how it runs -> models
     for spec in map(functools.partial(model_of, params), ROLE_MODELS):
-        if spec and not _transformers_model(spec):
+        if isinstance(spec, dict) and spec.get("base_url") and _gpu_model(spec):
+            elsewhere.setdefault("served", set()).add(spec["model"])
+        elif spec and not _gpu_model(spec):
             llamacpp = isinstance(spec, dict) and spec.get("kind") == "llamacpp"
-            how = "run by llama.cpp" if llamacpp else "served over an OpenAI-compatible API"
+            served_elsewhere = isinstance(spec, dict) and spec.get("base_url")
+            how = "run by llama.cpp" if llamacpp else "served at its base_url" if served_elsewhere else \
+                "answered by the OpenAI API"
             elsewhere.setdefault(how, set()).add(_label(spec).rstrip(":"))
+    served = elsewhere.pop("served", set())
     notes += [f"{stem}: {', '.join(sorted(names))} left out, {how}: no GPU here" for how, names in elsewhere.items()]
+    notes += [f"{stem}: {name} is served at its base_url: its row is for the serving card (vLLM takes 90% of a card "
+              f"by default, --gpu-memory-utilization, and fills what its weights leave with its cache)"
+              for name in sorted(served)]
     if len(rows) > 1:  # every model stays loaded but SCALE_MODELS, released one at a time
         need = sum(gib for one, gib, _ in together if not one) + \
             max(peak - (0 if one else gib) for one, gib, peak in together)
