@@ -92,26 +92,21 @@ def default_dtype(device: str) -> str:
 # cards'. memory_estimate reads these only when a model's own config cannot load (offline, not in the
 # hub cache, gated), never in its place.
 PUBLISHED_CONFIGS_DATE = "2026-11"
-_QWEN_1_5B = dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                  num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
-PUBLISHED_CONFIGS = {
-    "Qwen/Qwen2.5-0.5B-Instruct": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864,
-                                       num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                                       vocab_size=151936, tie_word_embeddings=True),
+def _sized(model_type: str, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
+           tied: bool) -> dict:
+    return dict(model_type=model_type, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab, tie_word_embeddings=tied)
+
+
+_QWEN_1_5B = _sized("qwen2", 1536, 8960, 28, 12, 2, 151936, True)
+PUBLISHED_CONFIGS = {  # hidden, intermediate, layers, heads, key/value heads, vocabulary, tied embeddings
+    "Qwen/Qwen2.5-0.5B-Instruct": _sized("qwen2", 896, 4864, 24, 14, 2, 151936, True),
     "Qwen/Qwen2.5-1.5B-Instruct": _QWEN_1_5B,
     "Qwen/Qwen2.5-Math-1.5B": _QWEN_1_5B,
-    "Qwen/Qwen2.5-3B-Instruct": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008,
-                                     num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
-                                     vocab_size=151936, tie_word_embeddings=True),
-    "Qwen/Qwen2.5-7B-Instruct": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944,
-                                     num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                                     vocab_size=152064, tie_word_embeddings=False),
-    "Qwen/Qwen2.5-14B-Instruct": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824,
-                                      num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
-                                      vocab_size=152064, tie_word_embeddings=False),
-    "meta-llama/Llama-2-7b-chat-hf": dict(model_type="llama", hidden_size=4096, intermediate_size=11008,
-                                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                                          vocab_size=32000, tie_word_embeddings=False),
+    "Qwen/Qwen2.5-3B-Instruct": _sized("qwen2", 2048, 11008, 36, 16, 2, 151936, True),
+    "Qwen/Qwen2.5-7B-Instruct": _sized("qwen2", 3584, 18944, 28, 28, 4, 152064, False),
+    "Qwen/Qwen2.5-14B-Instruct": _sized("qwen2", 5120, 13824, 48, 40, 8, 152064, False),
+    "meta-llama/Llama-2-7b-chat-hf": _sized("llama", 4096, 11008, 32, 32, 32, 32000, False),
 }
 
 
