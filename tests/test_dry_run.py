@@ -32,10 +32,10 @@ def test_stand_ins_replace_every_model_and_cut_every_size(data_dir, tmp_path):
     assert len(set(scale)) == 5 and all((Path(m) / "config.json").is_file() for m in scale)  # one model per id
     gpo = dry_parameters(_paper("02_gpo", tmp_path), tmp_path / "stand-ins", url)[0]
     assert gpo["TASKS"] == ["gpo/gsm8k", "gpo/wsc", "gpo/bbh/boolean_expressions", "gpo/mmlu/abstract_algebra"]
-    assert gpo["MODEL"] == {"kind": "openai", "model": "meta-llama/Llama-2-7b-chat-hf", "base_url": url}  # vLLM's place
+    assert gpo["MODEL"] == {**_paper("02_gpo", tmp_path)["MODEL"], "base_url": url}  # the server in vLLM's place
     second = dry_parameters(_paper("04_head_to_head", tmp_path), tmp_path / "stand-ins", url)[0]["SECOND_MODEL"]
     assert "llama" in json.loads((Path(second) / "config.json").read_text())["model_type"]
-    assert gpo["STEPS"] is None and gpo["EPOCHS"] == 1  # each task's own steps, from one epoch
+    assert (gpo["STEPS"], gpo["EPOCHS"], gpo["BATCH"]) == (None, 1, 64)  # each task's own steps: one epoch, 1-2 steps
     assert scaled("GEPA", {"max_metric_calls": {"sst2": 14500, "*": 3915}, "minibatch": 3}, 2) == \
         {"max_metric_calls": {"sst2": 40, "*": 40}, "minibatch": 2}
 

@@ -38,6 +38,7 @@ ROWS = ("N_TRAIN", "N_DEV", "N_TEST", "N_EXEMPLARS", "PROBE_N", "LOOP_DEV", "MIN
 STEPS = ("STEPS", "SWEEP_STEPS", "TEXT_STEPS", "ITERATIONS", "iterations")
 CHOICES = ("CANDIDATES", "BEAM", "CHILDREN", "beam", "children")
 CAPS = {"steps": 2, "EPOCHS": 1, "choices": 2, "tokens": 64, "max_metric_calls": 40}
+FLOORS = {"BATCH": 64}  # GPO's batch: its step rule (epochs x ceil(train / batch)) still runs, with 1-2 steps a task
 
 
 def tiny_model(folder: Path, architecture: str = "qwen2", generation: dict | None = None, seed: int = 0) -> Path:
@@ -182,6 +183,8 @@ def scaled(name: str, value, rows: int):
         return _cap(value, CAPS["choices"])
     if name.upper().endswith("MAX_TOKENS"):
         return _cap(value, CAPS["tokens"])
+    if name in FLOORS and isinstance(value, int):
+        return max(value, FLOORS[name])
     return _cap(value, CAPS[name]) if name in CAPS else value
 
 

@@ -426,7 +426,8 @@ def token_radii(soft: SoftPrompt, model) -> torch.Tensor:
     vocab = model.get_input_embeddings().weight
     distances = torch.cdist(soft.start.to(vocab.device, vocab.dtype).float(), vocab.float(),
                             compute_mode="donot_use_mm_for_euclid_dist")  # exact, not via a matrix product
-    distances[torch.arange(soft.k), torch.tensor(soft.init_ids)] = float("inf")  # the start token itself
+    distances[torch.arange(soft.k), torch.tensor(soft.init_ids)] = float("inf")  # the start token itself,
+    distances[distances == 0] = float("inf")  # and exact copies of it (distances are exact here)
     return 0.49 * distances.min(dim=-1).values[:, None].to(soft.embeddings.device)
 
 

@@ -202,6 +202,11 @@ RELEASE_EXEMPLARS = ("The following exemplars show how to apply the prompt: you 
 RELEASE_PLACES = {"after": "at the end of the question", "before": "at the beginning of the question"}
 
 
+def check_template(template: str) -> None:
+    if template not in TEMPLATES:
+        raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
+
+
 def _exemplar_block(task: Task, exemplars: list[Example], placement: str) -> str:
     return "\n\n".join(f"input:\n{task.format(ex, '<Prompt>', placement)}\noutput:\n{ex.target}" for ex in exemplars)
 
@@ -216,8 +221,7 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
 
     ``template="release"`` (GPO's update only; OPRO and APE keep ours): the meta-prompt of GPO's
     released code, word for word (:func:`release_meta_prompt`)."""
-    if template not in TEMPLATES:
-        raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
+    check_template(template)
     if template == "release" and update == "gpo":
         return release_meta_prompt(current, retrieved, exemplars, task, limit, placement)
     examples = _exemplar_block(task, exemplars, placement)
@@ -246,10 +250,10 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
 
 def release_meta_prompt(current: dict, retrieved: list[dict], exemplars: list[Example], task: Task,
                         limit: int | None, placement: str = "after") -> str:
-    """GPO's meta-prompt as its released code writes it: the retrieved prompts (in retrieval order,
-    the current one first) as "Prompt:/Score:" pairs with the raw dev score under a header that says
-    0 to 100, the current prompt, the exemplars as Input/Output pairs, and the edit limit on the
-    line before the last."""
+    """GPO's meta-prompt as its released code writes it: the retrieved prompts as given (``optimize``
+    passes them in retrieval order, the current one first) as "Prompt:/Score:" pairs with the raw
+    dev score under a header that says 0 to 100, the current prompt, the exemplar paragraph and the
+    exemplars as Input/Output pairs, the request, the edit limit, and the <START>/<END> line."""
     scored = "\n\n".join(f"Prompt: {e['prompt']}\nScore: {e['score']}" for e in retrieved)
     examples = "\n\n".join(f"Input:\n{task.format(ex, '<Prompt>', placement)}\nOutput:\n{ex.target}"
                             for ex in exemplars)
@@ -259,7 +263,7 @@ def release_meta_prompt(current: dict, retrieved: list[dict], exemplars: list[Ex
             f"indicate better quality.\n\n{scored}\n\nThe current prompt is:\n{current['prompt']}\n\n"
             f"{RELEASE_EXEMPLARS}\n\n{examples}\n\n"
             "Carefully analyze the previous prompts and their scores, and write a new improved prompt to replace "
-            f"<Prompt> {RELEASE_PLACES.get(placement, 'in its place')} in the task examples.\n"
+            f"<Prompt> {RELEASE_PLACES[placement]} in the task examples.\n"
             f"{limit_line}Wrap the new prompt with <START> and <END>.")
 
 
@@ -378,7 +382,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
 
     ``exemplars``: the fixed input/output examples of the meta-prompt. ``template``: its layout
     (:func:`meta_prompt`).
-    ``parse``: ``strict`` (only ``<START>...<END>``) or ``lenient`` (see ``parse_candidate``).
+    ``parse``: ``strict`` (only ``<START>...<END>``), ``lenient`` or ``release`` (see ``parse_candidate``).
     ``checkpoint``: a JSON state file, rewritten after every step; an existing one is resumed
     (CheckpointError if it is corrupt or from other settings). ``stop_after_steps``: stop once
     that many steps are done (the run stays resumable). ``on_step(step_log)`` is called after each
@@ -390,8 +394,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         raise ValueError(f"steps and candidates must be at least 1, got steps={steps}, candidates={candidates}.")
     if not dev:
         raise ValueError("The dev split is empty; GPO scores candidates on it.")
-    if template not in TEMPLATES:
-        raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
+    check_template(template)
     config = {"task": task.name, "strategy": dataclasses.asdict(strategy), "steps": steps, "candidates": candidates,
               "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
               "max_tokens": max_tokens, "forced_max_tokens": forced_max_tokens,
@@ -514,8 +517,7 @@ class GPO(Method):
 
     def __post_init__(self):
         get_strategy(self.strategy)  # an unknown strategy fails here, before any model call
-        if self.template not in TEMPLATES:
-            raise ValueError(f"Unknown meta-prompt template '{self.template}'; expected one of {TEMPLATES}.")
+        check_template(self.template)
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule '{self.schedule}'; expected one of {SCHEDULES}.")
 
@@ -533,21 +535,26 @@ class GPO(Method):
         return self.strategy
 
     def exemplars_for(self, task: Task, splits) -> list[Example]:
-        """The meta-prompt's exemplars: the first train examples, or with the release's template
-        ``exemplars`` drawn once from the task's format pool (seeded; kept in pool order)."""
-        pool = task.pools().get("format") if self.template == "release" else None
-        if not pool:
-            return splits.train[:self.exemplars]
-        chosen = sorted(random.Random(self.seed).sample(range(len(pool)), min(self.exemplars, len(pool))))
-        return [pool[i] for i in chosen]
+        """The meta-prompt's exemplars: the first train examples, or for GPO with the release's
+        template ``exemplars`` drawn once from the task's format pool (seeded; kept in pool order).
+        Fewer than ``exemplars`` examples is an error."""
+        release = self.template == "release" and self.resolved_strategy().update == "gpo"
+        pool = task.pools().get("format") if release else None
+        if pool:
+            chosen = sorted(random.Random(self.seed).sample(range(len(pool)), min(self.exemplars, len(pool))))
+            found, source = [pool[i] for i in chosen], "format pool"
+        else:
+            found, source = splits.train[:self.exemplars], "train split"
+        if len(found) < self.exemplars:
+            raise ValueError(f"{task.name}: the {source} has {len(found)} examples; the meta-prompt needs "
+                             f"{self.exemplars} exemplars from it.")
+        return found
 
     def optimize(self, task: Task, splits, engines, checkpoint_dir: str | Path | None = None) -> Found:
         c = self.for_task(task)
-        if len(splits.train) < c.exemplars:
-            raise ValueError(f"{task.name}: the train split has {len(splits.train)} examples; the meta-prompt needs "
-                             f"{c.exemplars} exemplars from it.")
+        exemplars = c.exemplars_for(task, splits)
         dev = c.dev_examples(splits)
-        run = optimize(task, engines.loop, engines.optimizer, dev, c.exemplars_for(task, splits),
+        run = optimize(task, engines.loop, engines.optimizer, dev, exemplars,
                        strategy=c.resolved_strategy(), steps=c.steps_on(task), candidates=c.candidates,
                        initial_prompt=c.initial_prompt, placement=c.placement, protocol=c.protocol,
                        max_tokens=c.max_tokens, forced_max_tokens=c.forced_max_tokens,

@@ -32,11 +32,12 @@ from pathlib import Path
 from .checkpoints import CheckpointError, fingerprint, read_json_checkpoint, write_json_atomic
 from .engines import Engine, Usage, metered
 from .evaluation import Evaluation, answer_budget, build_conversations, follow_up, shorten, summarize
-from .extraction import PARSE_MODES, marked_text
+from .extraction import marked_text
 from .methods import Demand, Found, Method, answering
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
+PARSES = ("strict", "lenient")  # the editor's output (``extraction.marked_text``; "release" is GPO's rule)
 
 ROLES = ("generation", "judge", "gradient", "summary", "editor")
 DEFAULT_CRITERIA = {
@@ -467,8 +468,8 @@ def optimize(task: Task, train: list[Example], val: list[Example], *, initial_pr
     if beam < 1 or children < 1 or iterations < 0 or minibatch < 1:
         raise ValueError(f"beam, children and minibatch must be >= 1 and iterations >= 0; got beam={beam}, "
                          f"children={children}, minibatch={minibatch}, iterations={iterations}.")
-    if parse not in PARSE_MODES:
-        raise ValueError(f"Unknown parse mode '{parse}'; expected one of {PARSE_MODES}.")
+    if parse not in PARSES:
+        raise ValueError(f"Unknown parse mode '{parse}'; expected one of {PARSES}.")
     if not train or not val:
         raise ValueError(f"optimize needs training and validation examples; got {len(train)} and {len(val)}.")
     judge = judge or generator

@@ -92,6 +92,8 @@ def default_dtype(device: str) -> str:
 # cards'. memory_estimate reads these only when a model's own config cannot load (offline, not in the
 # hub cache, gated), never in its place.
 PUBLISHED_CONFIGS_DATE = "2026-11"
+
+
 def _sized(model_type: str, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
            tied: bool) -> dict:
     return dict(model_type=model_type, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,

@@ -20,7 +20,8 @@ tokenizer, a stand-in for each model's own); the prompts of optimizer and judge 
 estimated. Dollars use ``PRICES`` for the OpenAI models named there; GPU hours appear only with a
 measured ``--tokens-per-second`` (of completion tokens, for your model on your card).
 
-A second table estimates the GPU memory of each model a notebook runs in transformers, from its
+A second table estimates the GPU memory of each model a notebook runs on a GPU (transformers, or a
+vLLM server), from its
 config (``models.memory_estimate``): bf16 weights, the key/value cache of its largest evaluation
 batch, the activations of its largest soft-prompt training batch, and the peak (``memory_table``).
 """
@@ -41,7 +42,6 @@ from .methods import Demand, answering
 PRICES = {"gpt-3.5-turbo": (0.50, 1.50), "gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60)}
 PRICES_DATE = "2025-06"
 PROMPT_MARGIN = 256  # tokens around a question: chat template, system prompt, instruction or soft prompt
-TRAINING_METHODS = ("EmbedGrad", "PEFT prompt tuning")
 ROLE_MODELS = {"task": "MODEL", "loop": "LOOP_MODEL", "optimizer": "OPTIMIZER_MODEL", "judge": "JUDGE_MODEL",
                "second": "SECOND_MODEL"}
 
@@ -261,19 +261,29 @@ def _gpu_model(spec) -> str | None:
     return spec if isinstance(spec, str) and not spec.startswith("openai:") else None
 
 
-def _local_models(stem: str, params: dict) -> dict[str, tuple[list[str], list[str], bool]]:
+def _local_models(stem: str, params: dict) -> dict[str, tuple[list[str], list[str], bool, int | None]]:
     """Hub id or folder -> (the tasks it answers, the tasks it trains soft prompts on, whether it is
-    one of SCALE_MODELS: loaded one at a time, on SCALE_TASKS only) for every model the notebook runs
-    on a GPU of the user's (``_gpu_model``)."""
+    one of SCALE_MODELS: loaded one at a time, on SCALE_TASKS only; for a served model the requests
+    in flight, its engine's ``concurrency``, else None) for every model the notebook runs on a GPU of
+    the user's (``_gpu_model``)."""
+    import inspect
+
+    from .embedgrad import METHOD_NAMES
+    from .engines import OpenAIEngine
+
+    in_flight = inspect.signature(OpenAIEngine).parameters["concurrency"].default
     answers = list(params["TASKS"]) + list(params.get("PROBE_TASKS") or [])
-    trains = stem.startswith("01") or (stem.startswith("04") and bool(set(TRAINING_METHODS) & set(params["METHODS"])))
+    soft = {METHOD_NAMES["embedgrad"], METHOD_NAMES["peft"]}
+    trains = stem.startswith("01") or (stem.startswith("04") and bool(soft & set(params["METHODS"])))
     models = {}
     for role in ROLE_MODELS:
-        name = _gpu_model(model_of(params, role))
+        spec = model_of(params, role)
+        name = _gpu_model(spec)
         if name and name not in models:
-            models[name] = (answers, list(params["TASKS"]) if role == "task" and trains else [], False)
+            served = spec.get("concurrency", in_flight) if isinstance(spec, dict) and spec.get("base_url") else None
+            models[name] = (answers, list(params["TASKS"]) if role == "task" and trains else [], False, served)
     for name in params.get("SCALE_MODELS") or []:
-        models.setdefault(name, (list(params["SCALE_TASKS"]), list(params["SCALE_TASKS"]), True))
+        models.setdefault(name, (list(params["SCALE_TASKS"]), list(params["SCALE_TASKS"]), True, None))
     return models
 
 
@@ -314,8 +324,8 @@ def activation_bytes(size: dict, tokens: int, target_tokens: int, checkpointing:
 
 
 def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
-    """One row per model the notebook runs in transformers: GiB of bf16 weights, of the key/value
-    cache of its largest evaluation batch, of the activations of its largest training batch (where
+    """One row per model the notebook runs on a GPU (``_local_models``): GiB of bf16 weights, of the
+    key/value cache of its largest evaluation batch (a served model's: its requests in flight), of the activations of its largest training batch (where
     it trains soft prompts) and the peak; estimated from the configs. What it cannot tell, and what
     its models need together, go to ``notes``."""
     from .models import memory_estimate
@@ -332,14 +342,15 @@ def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
             if longest_question(task.name) is not None:
                 yield task, longest_question(task.name) + PROMPT_MARGIN + after_prompt(task)
 
-    rows, together = [], []  # (one of SCALE_MODELS, weights, peak) per model
-    for name, (answers, trains, one_at_a_time) in _local_models(stem, params).items():
+    rows, together = [], []  # (one of SCALE_MODELS, weights, peak) per model on the notebook's own card
+    for name, (answers, trains, one_at_a_time, in_flight) in _local_models(stem, params).items():
         try:
             size = memory_estimate(name, "bfloat16")
         except Exception as err:  # noqa: BLE001 - no config to read: say so and go on
             notes.append(f"{stem}: {name} left out, its config cannot be read here ({type(err).__name__})")
             continue
-        kv, eval_batch = max(((kv_cache_bytes(size, eval_rows * n), f"{eval_rows} x {n:,}")
+        batch = in_flight or eval_rows
+        kv, eval_batch = max(((kv_cache_bytes(size, batch * n), f"{batch} x {n:,}")
                               for _, n in batches(answers, answer)), default=(0, "-"))
         train, train_batch = max(((activation_bytes(size, train_rows(t) * n, train_rows(t) * target(t), checkpointing),
                                    f"{train_rows(t)} x {n:,}") for t, n in batches(trains, target)), default=(0, "-"))
@@ -349,7 +360,8 @@ def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
                      "weights_gib": size["gib"], "eval_batch": eval_batch, "kv_cache_gib": kv / 2**30,
                      "train_batch": train_batch, "checkpointing": ("yes" if checkpointing else "no") if trains else "-",
                      "train_activations_gib": train / 2**30 if trains else None, "peak_gib": peak})
-        together.append((one_at_a_time, size["gib"], peak))
+        if in_flight is None:  # a served model sits on its server's card
+            together.append((one_at_a_time, size["gib"], peak))
     elsewhere: dict[str, set] = {}  # how it runs -> models
     for spec in map(functools.partial(model_of, params), ROLE_MODELS):
         if isinstance(spec, dict) and spec.get("base_url") and _gpu_model(spec):
@@ -362,10 +374,11 @@ def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
             elsewhere.setdefault(how, set()).add(_label(spec).rstrip(":"))
     served = elsewhere.pop("served", set())
     notes += [f"{stem}: {', '.join(sorted(names))} left out, {how}: no GPU here" for how, names in elsewhere.items()]
-    notes += [f"{stem}: {name} is served at its base_url: its row is for the serving card (vLLM takes 90% of a card "
-              f"by default, --gpu-memory-utilization, and fills what its weights leave with its cache)"
+    notes += [f"{stem}: {name} is served at its base_url: its row is for the serving card, with the engine's "
+              f"requests in flight (concurrency) as its batch; vLLM takes 90% of a card by default "
+              f"(--gpu-memory-utilization) and fills what its weights leave with its cache"
               for name in sorted(served)]
-    if len(rows) > 1:  # every model stays loaded but SCALE_MODELS, released one at a time
+    if len(together) > 1:  # every model stays loaded but SCALE_MODELS, released one at a time
         need = sum(gib for one, gib, _ in together if not one) + \
             max(peak - (0 if one else gib) for one, gib, peak in together)
         notes.append(f"{stem}: about {need:,.1f} GiB at most on one card, its models loaded together"
@@ -399,7 +412,7 @@ def _memory_markdown(memory: list[dict]) -> str:
     import pandas as pd
 
     if not memory:
-        return "No model runs in transformers here."
+        return "No model runs on a GPU here."
     frame = pd.DataFrame(memory)
     for column in [c for c in frame.columns if c.endswith("_gib")]:
         frame[column] = [f"{v:,.1f}" if v is not None and v == v else "-" for v in frame[column]]

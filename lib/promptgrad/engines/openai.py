@@ -32,7 +32,8 @@ class OpenAIEngine(Engine):
 
     Whether an answer ran into its token budget is the server's finish reason ("length"), kept
     in the response cache beside the answer, so a rerun from the cache still knows it (in memory
-    when the cache is off).
+    when the cache is off: one entry per answer for the engine's life, so keep the cache on for
+    long runs).
     """
 
     kind = "openai"
