@@ -119,8 +119,11 @@ def test_relevance_returns_current_and_most_similar():
     traj = entries(("math math", 0.9), ("story story", 0.8), ("math story story", 0.1), ("story", 0.5),
                    ("math math math", 0.2))
     got = gpo.retrieve(traj, 3, "relevance", embed=keyword_embed)
-    assert {e["prompt"] for e in got} == {"math math math", "math math", "math story story"}
-    assert [e["score"] for e in got] == sorted(e["score"] for e in got)  # shown ascending by score
+    assert [e["prompt"] for e in got] == ["math math math", "math math", "math story story"]  # current, then nearest
+    shown = [e["score"] for e in gpo.as_shown(got, "gpo", "ours")]
+    assert shown == [0.1, 0.2, 0.9]  # our meta-prompt shows them ascending by score
+    assert gpo.as_shown(got, "gpo", "release") == got  # GPO's release in retrieval order, the current one first
+    assert [e["score"] for e in gpo.as_shown(got, "opro", "release")] == shown  # OPRO keeps our layout
     assert gpo.retrieve(traj[:1], 3, "relevance", embed=keyword_embed) == traj[:1]
 
 
@@ -133,8 +136,8 @@ def test_relevance_with_the_sentence_embedding_model():
 
 def test_recency_and_importance():
     traj = entries(("a", 0.5), ("b", 0.9), ("c", 0.1), ("d", 0.7))
-    assert [e["prompt"] for e in gpo.retrieve(traj, 2, "recency")] == ["c", "d"]  # ascending by score
-    assert [e["prompt"] for e in gpo.retrieve(traj, 2, "importance")] == ["d", "b"]
+    assert [e["prompt"] for e in gpo.retrieve(traj, 2, "recency")] == ["c", "d"]
+    assert [e["prompt"] for e in gpo.retrieve(traj, 2, "importance")] == ["b", "d"]  # best first
     with pytest.raises(ValueError, match="retrieval"):
         gpo.retrieve(traj, 2, "random")
 
@@ -143,7 +146,7 @@ def test_opro_retrieves_up_to_20_sorted_ascending():
     opro = gpo.STRATEGIES["OPRO"]
     assert (opro.retrieval, opro.k, opro.schedule) == ("importance", 20, "none")
     traj = entries(*[(f"p{i}", ((i * 7) % 25) / 25) for i in range(25)])
-    got = gpo.retrieve(traj, opro.k, opro.retrieval)
+    got = gpo.as_shown(gpo.retrieve(traj, opro.k, opro.retrieval), opro.update, "ours")
     assert len(got) == 20
     assert [e["score"] for e in got] == sorted(e["score"] for e in traj)[5:]
     assert len(gpo.retrieve(traj[:4], opro.k, opro.retrieval)) == 4
@@ -215,6 +218,9 @@ def test_the_release_template_is_the_meta_prompt_of_gpos_code():
         gpo.meta_prompt("opro", cur, [cur], EXEMPLARS, TASK, None)  # OPRO and APE keep ours
     with pytest.raises(ValueError, match="template"):
         gpo.meta_prompt("gpo", cur, [cur], EXEMPLARS, TASK, 40, template="theirs")
+    with pytest.raises(ValueError, match="template='ours'"):  # GPO's code places the prompt after or before only
+        gpo.GPO(template="release", placement="prefix")
+    gpo.GPO(strategy="OPRO", template="release", placement="prefix")  # OPRO keeps our layout, which has it
 
 
 def test_the_release_template_puts_the_current_prompt_first_and_parses_as_gpos_code():

@@ -156,9 +156,9 @@ def embed_sentences(texts: list[str]):
 
 
 def retrieve(trajectory: list[dict], k: int, method: str = "relevance",
-             embed: Callable[[list[str]], object] | None = None, ascending: bool = True) -> list[dict]:
-    """The k trajectory entries the meta-prompt shows, sorted ascending by score (``ascending=False``:
-    in retrieval order, as GPO's release shows them).
+             embed: Callable[[list[str]], object] | None = None) -> list[dict]:
+    """The k trajectory entries the meta-prompt shows, in retrieval order (:func:`as_shown` orders
+    them as the meta-prompt does).
 
     relevance: the current (last) entry + the k-1 earlier entries most similar to it
     (cosine of sentence embeddings); recency: the last k; importance: the k best scores.
@@ -189,7 +189,7 @@ def retrieve(trajectory: list[dict], k: int, method: str = "relevance",
             similarity = vectors[1:] @ vectors[0]
             order = sorted(range(len(earlier)), key=lambda i: -similarity[i])  # stable on ties
             chosen += [earlier[i] for i in order[:k - 1]]
-    return sorted(chosen, key=lambda e: e["score"]) if ascending else chosen
+    return chosen
 
 
 # ---------------------------------------------------------------- meta-prompts
@@ -202,9 +202,25 @@ RELEASE_EXEMPLARS = ("The following exemplars show how to apply the prompt: you 
 RELEASE_PLACES = {"after": "at the end of the question", "before": "at the beginning of the question"}
 
 
-def check_template(template: str) -> None:
+def check_template(template: str, update: str = "gpo", placement: str = "after") -> None:
     if template not in TEMPLATES:
         raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
+    if uses_release(template, update) and placement not in RELEASE_PLACES:
+        raise ValueError(f"GPO's released meta-prompt places the prompt {' or '.join(RELEASE_PLACES)} the question, "
+                         f"not '{placement}'; use template='ours' for it.")
+
+
+def uses_release(template: str, update: str) -> bool:
+    """Whether the meta-prompt is the one of GPO's released code: ``template="release"`` for GPO's
+    update (OPRO and APE keep ours). It also decides the order of the retrieved prompts
+    (:func:`as_shown`) and where the exemplars come from (``GPO.exemplars_for``)."""
+    return template == "release" and update == "gpo"
+
+
+def as_shown(retrieved: list[dict], update: str, template: str) -> list[dict]:
+    """The retrieved entries in the meta-prompt's order: as retrieved, the current one first, in
+    GPO's release; ascending by score in ours (OPRO's order)."""
+    return list(retrieved) if uses_release(template, update) else sorted(retrieved, key=lambda e: e["score"])
 
 
 def _exemplar_block(task: Task, exemplars: list[Example], placement: str) -> str:
@@ -221,8 +237,9 @@ def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: li
 
     ``template="release"`` (GPO's update only; OPRO and APE keep ours): the meta-prompt of GPO's
     released code, word for word (:func:`release_meta_prompt`)."""
-    check_template(template)
-    if template == "release" and update == "gpo":
+    check_template(template, update, placement)
+    retrieved = as_shown(retrieved, update, template)
+    if uses_release(template, update):
         return release_meta_prompt(current, retrieved, exemplars, task, limit, placement)
     examples = _exemplar_block(task, exemplars, placement)
     if update == "ape":
@@ -394,7 +411,7 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         raise ValueError(f"steps and candidates must be at least 1, got steps={steps}, candidates={candidates}.")
     if not dev:
         raise ValueError("The dev split is empty; GPO scores candidates on it.")
-    check_template(template)
+    check_template(template, strategy.update, placement)
     config = {"task": task.name, "strategy": dataclasses.asdict(strategy), "steps": steps, "candidates": candidates,
               "initial_prompt": initial_prompt, "placement": placement, "protocol": protocol,
               "max_tokens": max_tokens, "forced_max_tokens": forced_max_tokens,
@@ -450,8 +467,8 @@ def optimize(task: Task, task_engine: Engine, optimizer_engine: Engine, dev: lis
         if strategy.update == "ape":
             current = best_entry(trajectory)  # APE resamples around the best prompt so far
         limit = edit_limit(t, steps, strategy.schedule)
-        release = template == "release" and strategy.update == "gpo"  # in retrieval order, the current one first
-        retrieved = retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed, ascending=not release)
+        retrieved = as_shown(retrieve(trajectory, strategy.k, strategy.retrieval, embed=embed), strategy.update,
+                             template)
         text = meta_prompt(strategy.update, current, retrieved, exemplars, task, limit, placement, template)
         with metered(optimizer_engine) as spent:
             outputs = optimizer_engine.chat([[{"role": "user", "content": text}]], n=candidates,
@@ -517,7 +534,7 @@ class GPO(Method):
 
     def __post_init__(self):
         get_strategy(self.strategy)  # an unknown strategy fails here, before any model call
-        check_template(self.template)
+        check_template(self.template, get_strategy(self.strategy).update, self.placement)
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule '{self.schedule}'; expected one of {SCHEDULES}.")
 
@@ -538,7 +555,7 @@ class GPO(Method):
         """The meta-prompt's exemplars: the first train examples, or for GPO with the release's
         template ``exemplars`` drawn once from the task's format pool (seeded; kept in pool order).
         Fewer than ``exemplars`` examples is an error."""
-        release = self.template == "release" and self.resolved_strategy().update == "gpo"
+        release = uses_release(self.template, self.resolved_strategy().update)
         pool = task.pools().get("format") if release else None
         if pool:
             chosen = sorted(random.Random(self.seed).sample(range(len(pool)), min(self.exemplars, len(pool))))
