@@ -77,3 +77,11 @@ def test_gradient_checkpointing_lowers_the_training_estimate(offline, data_dir):
     assert (full["checkpointing"], checkpointed["checkpointing"]) == ("no", "yes")
     assert 0 < checkpointed["train_activations_gib"] < full["train_activations_gib"] / 4
     assert full["train_batch"] == checkpointed["train_batch"] != "-"
+
+
+def test_only_a_server_on_this_machine_counts_as_a_card_of_the_users():
+    llama = "meta-llama/Llama-2-7b-chat-hf"
+    assert plan._gpu_model({"kind": "openai", "model": llama, "base_url": "http://localhost:8000/v1"}) == llama
+    assert plan._gpu_model({"kind": "openai", "model": llama, "base_url": "https://api.together.xyz/v1"}) is None
+    assert plan._gpu_model({"kind": "openai", "model": "qwen2.5:7b", "base_url": "http://127.0.0.1:11434/v1"}) is None
+    assert plan._gpu_model("openai:gpt-4o") is None and plan._gpu_model(llama) == llama

@@ -249,15 +249,19 @@ def table(stem: str, params: dict, missing: list[str], tokens_per_second: float 
 
 def _gpu_model(spec) -> str | None:
     """The model a spec runs on a GPU of the user's: the hub id or folder transformers loads, or the
-    hub id a server of the user's answers as (``base_url``: vLLM); None for the OpenAI API, llama.cpp
-    and servers that name their models otherwise (Ollama's "qwen2.5:7b-instruct")."""
+    hub id a server on this machine answers as (``base_url`` on localhost: vLLM, as 02's paper
+    profile); None for the OpenAI API, llama.cpp, a server elsewhere (a hosted provider's card is
+    not the user's) and servers that name their models otherwise (Ollama's "qwen2.5:7b-instruct")."""
+    from urllib.parse import urlparse
+
     from .models import EMBEDDED_MODEL
 
     if isinstance(spec, dict):
         kind, model = spec.get("kind", "transformers"), spec.get("model")
         if kind == "transformers":
             return model or EMBEDDED_MODEL
-        return model if kind == "openai" and spec.get("base_url") and "/" in (model or "") else None
+        local = urlparse(spec.get("base_url") or "").hostname in ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+        return model if kind == "openai" and local and "/" in (model or "") else None
     return spec if isinstance(spec, str) and not spec.startswith("openai:") else None
 
 
