@@ -126,3 +126,17 @@ def test_the_seed_study_reuses_the_main_run_for_its_own_seed():
     rows = across_seeds([main], task, splits, engines, [0, 1, 2], baseline,
                         done={"counted": main.optimize(task, splits, engines)})
     assert trained == [0, 1, 2] and [r["seed"] for r in rows] == [0, 1, 2]  # seed 0 trained once, by the main run
+
+
+def test_only_baselines_and_embedding_methods_are_looked_for_elsewhere():
+    from promptgrad import GPO, EmbedGrad
+    from promptgrad.compare import wanted
+    from promptgrad.tasks import get_task
+
+    tasks = {"sst2": get_task("sst2")}
+    asked = wanted(tasks, {"step by step": "Let's think step by step."},
+                   {"EmbedGrad": EmbedGrad(steps={"sst2": 3, "*": 8}), "GPO": GPO()})
+    assert list(asked) == [("sst2", "step by step"), ("sst2", "EmbedGrad")]  # a text optimizer always runs here
+    assert asked["sst2", "step by step"] == ("Let's think step by step.", None)
+    prompt, settings = asked["sst2", "EmbedGrad"]
+    assert prompt is None and settings == EmbedGrad(steps=3).settings()  # resolved for the task

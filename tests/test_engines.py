@@ -185,3 +185,17 @@ def test_usage_by_engine_names_each_engine_once_by_every_role_it_served():
     assert list(spent) == ["task", "loop", "optimizer and judge"]
     assert [s["model_calls"] for s in spent.values()] == [0, 3, 1]
     assert list(Engines(task=task).usage_by_engine()) == ["task and loop and optimizer and judge"]
+
+
+def test_engines_from_notebook_specs_share_one_cache_and_settings(tmp_path):
+    from promptgrad import Engines
+
+    served = {"kind": "openai", "model": "served", "base_url": "http://127.0.0.1:9"}  # never called here
+    engines = Engines.from_specs(served, optimizer={**served, "model": "writer"}, cache=str(tmp_path / "c.sqlite"),
+                                 system_prompt="Be brief.")
+    assert engines.loop is engines.task and engines.judge is engines.optimizer  # None: the role's default
+    assert (engines.task.model, engines.optimizer.model) == ("served", "writer")
+    assert engines.optimizer.cache is engines.task.cache and engines.task.cache.path == tmp_path / "c.sqlite"
+    later = engines.make({**served, "model": "second"})  # a second task model, on the same cache and settings
+    assert later.cache is engines.task.cache and later.system_prompt == "Be brief." and later.model == "second"
+    assert Engines.from_specs(served, cache="").task.cache.path is None  # "" (a notebook's CACHE_PATH): no cache

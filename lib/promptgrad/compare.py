@@ -100,20 +100,44 @@ def hybrid_problem(hybrid_tasks: list[str], method_names) -> str | None:
     return None
 
 
+HYBRID = "EmbedGrad from GPO's prompt"
+
+
+def hybrid(methods: dict, gpo_found, task, splits, engines, checkpoint_dir=None):
+    """EmbedGrad with its own settings, started from the text prompt GPO found (ours: no paper
+    tries it). Its ``Found`` pays for both stages."""
+    from .methods import found_by
+
+    refined = methods["EmbedGrad"].starting_from(gpo_found.prompt).optimize(task, splits, engines, checkpoint_dir)
+    return found_by(gpo_found, refined, HYBRID)
+
+
 def sources(directories: list[str]) -> list[Source]:
     """The folders of ``directories`` that hold a metrics.json (a notebook not run yet is skipped)."""
     return [Source(d) for d in directories if Path(d, "metrics.json").is_file()]
 
 
-def find_reusable(sources: list[Source], splits: dict, wanted: dict, here: dict, protocol: str = "direct"):
-    """For each ``(task, method) -> (prompt, settings)`` of ``wanted`` (prompt for a text
-    baseline, settings for a trained method: ``Method.settings()`` on that task; the fingerprint
-    of ``splits``' train and dev examples is added here), the first source row that
-    ``Source.reuse`` accepts.
+def wanted(tasks: dict, baselines: dict, methods: dict) -> dict:
+    """``(task, method) -> (prompt, settings)``: the rows another notebook may give. Each text
+    baseline by its prompt text; each embedding method by its settings on that task. The text
+    optimizers always run here: their rows depend on the loop and optimizer models too."""
+    from .embedgrad import EmbedGrad
+
+    return {**{(n, m): (prompt, None) for n in tasks for m, prompt in baselines.items()},
+            **{(n, m): (None, method.for_task(task).settings()) for n, task in tasks.items()
+               for m, method in methods.items() if isinstance(method, EmbedGrad)}}
+
+
+def find_reusable(sources: list[Source], splits: dict, wanted: dict, params: dict, protocol: str = "direct"):
+    """For each ``(task, method) -> (prompt, settings)`` of ``wanted`` (:func:`wanted`; the
+    fingerprint of ``splits``' train and dev examples is added to the settings here), the first
+    source row that ``Source.reuse`` accepts, with this notebook's ``params`` (those of
+    ``DECIDE_EVERY_ANSWER`` are compared).
     Returns ``{(task, method): (evaluation, row, source name)}`` and one decision per entry
     (where it came from, or why nothing was reused), to show."""
     from .methods import examples_fingerprint
 
+    here = {k: params[k] for k in DECIDE_EVERY_ANSWER if k in params}
     found, decisions = {}, []
     for (task, method), (prompt, settings) in wanted.items():
         test_ids = [ex.id for ex in splits[task].test]
@@ -132,7 +156,7 @@ def find_reusable(sources: list[Source], splits: dict, wanted: dict, here: dict,
     return found, decisions
 
 
-BUDGET = ("model_calls", "cache_hits", "tokens", "train_examples", "optimize_seconds", "lr", "steps")
+BUDGET = ("model_calls", "cache_hits", "tokens", "train_examples", "steps", "lr", "optimize_seconds")  # table columns
 
 
 def reused_columns(row: dict) -> dict:
@@ -179,3 +203,14 @@ def transfer(engine, tasks: dict, splits: dict, baselines: dict, found: dict, **
             rows.append({"task": name, "method": method, "scored on": engine.model, "accuracy": ev.summary["accuracy"],
                          "ci95": ev.summary["ci95"]})
     return rows
+
+
+def save_gepa_frontiers(results, found: dict) -> None:
+    """Each GEPA run's candidate tree and Pareto front, one table per task (``gepa_candidates_<task>``)."""
+    import pandas as pd
+
+    from .gepa_search import frontier_table
+
+    for (name, method), f in found.items():
+        if method == "GEPA":
+            results.save_table(pd.DataFrame(frontier_table(f)), f"gepa_candidates_{name.replace('/', '_')}")

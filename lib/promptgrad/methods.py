@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from .cache import ResponseCache
 from .checkpoints import checkpoint_path, fingerprint
-from .engines import Engine, Usage, metered
-from .evaluation import FORCED_MAX_TOKENS, Evaluation, evaluate_prompt, score_prompts
+from .engines import Engine, Usage, make_engine, metered
+from .evaluation import FORCED_MAX_TOKENS, Evaluation, evaluate_prompt, prompt_label, score_prompts
 from .tasks import Splits, Task, per_task
 
 
@@ -40,6 +41,22 @@ class Engines:
     optimizer: Engine | None = None
     judge: Engine | None = None
     loop_judge: str | None = None
+    settings: dict = dataclasses.field(default_factory=dict, repr=False)  # what :meth:`make` gives an engine
+
+    @classmethod
+    def from_specs(cls, task, loop=None, optimizer=None, judge=None, loop_judge: str | None = None,
+                   cache: str | ResponseCache | None = None, **settings) -> "Engines":
+        """Each role's engine from its notebook parameter (an engine spec, see ``make_engine``; None:
+        the role's default above), all on one response cache (a path, or None / "" for none) and
+        ``settings`` (``batch_size``, ``system_prompt``), which :meth:`make` gives later engines too."""
+        settings = {"cache": cache if isinstance(cache, ResponseCache) else ResponseCache(cache or None), **settings}
+        made = {role: make_engine(spec, **settings) if spec else None
+                for role, spec in {"task": task, "loop": loop, "optimizer": optimizer, "judge": judge}.items()}
+        return cls(**made, loop_judge=loop_judge, settings=settings)
+
+    def make(self, spec) -> Engine:
+        """Another engine (a second task model, say) on the same cache and settings."""
+        return make_engine(spec, **self.settings)
 
     def __post_init__(self):
         self.loop = self.loop or self.task
@@ -87,6 +104,11 @@ class Found:
         return {"model_calls": b.model_calls, "cache_hits": b.cache_hits,
                 "tokens": b.prompt_tokens + b.completion_tokens, "train_examples": b.train_examples,
                 "optimize_seconds": round(b.wall_seconds, 1), **self.details}
+
+    def row(self) -> dict:
+        """One line to show: task, method, the prompt found (its first 100 characters), budget columns."""
+        return {"task": self.task, "method": self.method, "prompt found": prompt_label(self.prompt)[:100],
+                **self.columns()}
 
 
 @dataclasses.dataclass
