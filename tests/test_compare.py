@@ -140,3 +140,18 @@ def test_only_baselines_and_embedding_methods_are_looked_for_elsewhere():
     assert asked["sst2", "step by step"] == ("Let's think step by step.", None)
     prompt, settings = asked["sst2", "EmbedGrad"]
     assert prompt is None and settings == EmbedGrad(steps=3).settings()  # resolved for the task
+
+
+def test_only_the_parameters_that_decide_every_answer_are_compared(tmp_path):
+    source = _source(tmp_path)
+    test = [Example("q", "a", id="t-0")]
+    splits = {"sst2": Splits(train=[], dev=[], test=test)}
+    asked = {("sst2", "EmbedGrad"): (None, TRAINED)}
+    notebook = {**HERE, "TASKS": ["sst2", "gsm8k"], "STEPS": {"sst2": 20}, "RESULTS_DIR": "elsewhere"}
+    found, _ = find_reusable([source], splits, asked, notebook)  # its other parameters may differ
+    assert list(found) == [("sst2", "EmbedGrad")]
+    found, decisions = find_reusable([source], splits, asked, {**HERE, "SYSTEM_PROMPT": "Be brief."})
+    assert not found and "SYSTEM_PROMPT=None (here 'Be brief.')" in decisions[0]["why not reused"]
+    other = _source(tmp_path / "other", parameters={**HERE, "PLACEMENT": "before"})
+    found, decisions = find_reusable([other], splits, asked, HERE)  # one missing here is None, not a match
+    assert not found and "PLACEMENT='before' (here None)" in decisions[0]["why not reused"]

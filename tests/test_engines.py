@@ -199,3 +199,4 @@ def test_engines_from_notebook_specs_share_one_cache_and_settings(tmp_path):
     later = engines.make({**served, "model": "second"})  # a second task model, on the same cache and settings
     assert later.cache is engines.task.cache and later.system_prompt == "Be brief." and later.model == "second"
     assert Engines.from_specs(served, cache="").task.cache.path is None  # "" (a notebook's CACHE_PATH): no cache
+    assert Engines(task=engines.task).make(served).cache is engines.task.cache  # built by hand: the task's cache

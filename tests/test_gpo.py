@@ -281,6 +281,8 @@ def test_loop_moves_selects_and_keeps_the_best():
     # relevance: the current prompt is always retrieved, at most k=3
     for s, before in zip(run.steps, run.trajectory):
         assert before["prompt"] in [r["prompt"] for r in s["retrieved"]] and len(s["retrieved"]) <= 3
+        scores = [r["score"] for r in s["retrieved"]]
+        assert scores == sorted(scores)  # logged as our meta-prompt shows them: ascending by score
     # usage apart: 3 optimizer requests x 3 samples; task model 2 turns x 10 dev items per new prompt
     assert run.usage["optimizer"]["model_calls"] == 9
     assert run.usage["task"]["model_calls"] == 2 * N_DEV * 6  # initial, B, A, C, D, E

@@ -137,7 +137,7 @@ def find_reusable(sources: list[Source], splits: dict, wanted: dict, params: dic
     (where it came from, or why nothing was reused), to show."""
     from .methods import examples_fingerprint
 
-    here = {k: params[k] for k in DECIDE_EVERY_ANSWER if k in params}
+    here = {k: params.get(k) for k in DECIDE_EVERY_ANSWER}  # one missing here counts as None, never as equal
     found, decisions = {}, []
     for (task, method), (prompt, settings) in wanted.items():
         test_ids = [ex.id for ex in splits[task].test]

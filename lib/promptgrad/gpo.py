@@ -202,7 +202,7 @@ RELEASE_EXEMPLARS = ("The following exemplars show how to apply the prompt: you 
 RELEASE_PLACES = {"after": "at the end of the question", "before": "at the beginning of the question"}
 
 
-def check_template(template: str, update: str = "gpo", placement: str = "after") -> None:
+def check_template(template: str, update: str, placement: str) -> None:
     if template not in TEMPLATES:
         raise ValueError(f"Unknown meta-prompt template '{template}'; expected one of {TEMPLATES}.")
     if uses_release(template, update) and placement not in RELEASE_PLACES:
@@ -234,6 +234,7 @@ def _scored_block(entries: list[dict]) -> str:
 def meta_prompt(update: str, current: dict, retrieved: list[dict], exemplars: list[Example], task: Task,
                 limit: int | None, placement: str = "after", template: str = "ours") -> str:
     """The optimizer's instruction for one step (GPO's template; OPRO's and APE's in the same frame).
+    ``retrieved`` is shown in the order :func:`as_shown` gives.
 
     ``template="release"`` (GPO's update only; OPRO and APE keep ours): the meta-prompt of GPO's
     released code, word for word (:func:`release_meta_prompt`)."""

@@ -55,8 +55,9 @@ class Engines:
         return cls(**made, loop_judge=loop_judge, settings=settings)
 
     def make(self, spec) -> Engine:
-        """Another engine (a second task model, say) on the same cache and settings."""
-        return make_engine(spec, **self.settings)
+        """Another engine (a second task model, say) with the cache and settings of :meth:`from_specs`
+        (of an ``Engines`` built by hand: the task engine's cache only)."""
+        return make_engine(spec, **(self.settings or {"cache": self.task.cache}))
 
     def __post_init__(self):
         self.loop = self.loop or self.task
