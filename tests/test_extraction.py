@@ -1,63 +1,12 @@
+from pathlib import Path
+
 import pytest
+import yaml
 
 from promptgrad.extraction import canonical_target, extract_answer
 
-CASES = [
-    # numbers (GSM8K)
-    ("number", "She makes 9 * 2 = $18 every day.\n#### 18", "18"),
-    ("number", "The answer is $1,234.", "1234"),
-    ("number", "So 3 + 4 = 7 apples, and the answer is 7.00", "7"),
-    ("number", "First 12, then 15, finally 20.", "20"),
-    ("number", "Answer: -3", "-3"),
-    ("number", "#### 5\nThe answer is 6", "5"),
-    ("number", "I cannot solve this.", None),
-    # option letters
-    ("choice", "The answer is (B).", "B"),
-    ("choice", "(C) is correct because ...", "C"),
-    ("choice", "B) 12/25/1937", "B"),
-    ("choice", "Answer: D", "D"),
-    ("choice", "Between (A) and (B), I'd say...", None),
-    ("choice", "Let me think about the options.", None),
-    ("choice", "After checking, (A) fits; the answer is (E)", "E"),
-    # lower case counts; a pronoun or an article is never a letter (GPO's / OPRO's scorers)
-    ("choice", "b", "B"),
-    ("choice", "(c) because the car turned left", "C"),
-    ("choice", "The answer is (d).", "D"),
-    ("choice", "I cannot determine the answer.", None),
-    ("choice", "A person who walks north...", None),
-    ("choice", "Answer: I think so.", None),
-    ("choice", "I", "I"),
-    # numbers in LaTeX boxes (Qwen2.5-Math) win over a later number
-    ("number", "So $x = \\boxed{42}$, checked with 43.", "42"),
-    # bracket sequences (BBH dyck_languages)
-    ("brackets", "] }", "] }"),
-    ("brackets", "The answer is ]}>", "] } >"),
-    ("brackets", "I cannot close these.", None),
-    # yes / no
-    ("yesno", "Yes, because the wire touched the battery.", "yes"),
-    ("yesno", "No\n\nThe answer is: No", "no"),
-    ("yesno", "A typical person would say no.", "no"),
-    ("yesno", "It could be yes or no.", None),
-    ("yesno", "Nobody knows.", None),
-    ("yesno", "So the answer is Yes.", "yes"),
-    # valid / invalid (invalid contains valid)
-    ("validity", "The argument is invalid.", "invalid"),
-    ("validity", "valid", "valid"),
-    ("validity", "It is not valid, so invalid.", None),
-    # true / false
-    ("truefalse", "True", "true"),
-    ("truefalse", "The expression evaluates to False.", "false"),
-    # sentiment
-    ("sentiment", "positive", "positive"),
-    ("sentiment", "This review is negative, as it criticizes the plot.", "negative"),
-    ("sentiment", "The sentiment is neutral, neither positive nor negative.", None),
-    ("sentiment", "The sentiment of this review is neutral. The reviewer is positive about it.", "positive"),
-    ("sentiment", "I think it's great.", None),
-    # short free text (HotPotQA, BBH word sorting)
-    ("text", "The answer is: Chief of Protocol.", "chief of protocol"),
-    ("text", "The Beatles\nThey were a band.", "beatles"),
-    ("text", "", None),
-]
+CASES = [tuple(case) for case in  # a table of data: [answer kind, text, what the extractor reads]
+         yaml.safe_load((Path(__file__).parent / "extraction_cases.yaml").read_text(encoding="utf-8"))]
 
 
 @pytest.mark.parametrize("kind,text,expected", CASES)
