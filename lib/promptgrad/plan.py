@@ -21,9 +21,9 @@ estimated. Dollars use ``PRICES`` for the OpenAI models named there; GPU hours a
 measured ``--tokens-per-second`` (of completion tokens, for your model on your card).
 
 A second table estimates the GPU memory of each model a notebook runs on a GPU (transformers, or a
-vLLM server), from its
-config (``models.memory_estimate``): bf16 weights, the key/value cache of its largest evaluation
-batch, the activations of its largest soft-prompt training batch, and the peak (``memory_table``).
+vLLM server), from its config (``models.memory_estimate``): bf16 weights, the key/value cache of
+its largest evaluation batch, the activations of its largest soft-prompt training batch, and the
+peak (``memory_table``).
 """
 
 from __future__ import annotations
@@ -329,8 +329,8 @@ def activation_bytes(size: dict, tokens: int, target_tokens: int, checkpointing:
 
 def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
     """One row per model the notebook runs on a GPU (``_local_models``): GiB of bf16 weights, of the
-    key/value cache of its largest evaluation batch (a served model's: its requests in flight), of the activations of its largest training batch (where
-    it trains soft prompts) and the peak; estimated from the configs. What it cannot tell, and what
+    key/value cache of its largest evaluation batch (a served model's: its requests in flight), of
+    the activations of its largest training batch (where it trains soft prompts) and the peak; estimated from the configs. What it cannot tell, and what
     its models need together, go to ``notes``."""
     from .models import memory_estimate
     from .tasks import get_task, per_task
@@ -346,8 +346,10 @@ def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
             if longest_question(task.name) is not None:
                 yield task, longest_question(task.name) + PROMPT_MARGIN + after_prompt(task)
 
-    rows, together = [], []  # (one of SCALE_MODELS, weights, peak) per model on the notebook's own card
+    rows, together, served = [], [], []  # together: (one of SCALE_MODELS, weights, peak) on the notebook's card
     for name, (answers, trains, one_at_a_time, in_flight) in _local_models(stem, params).items():
+        if in_flight is not None:
+            served.append(name)
         try:
             size = memory_estimate(name, "bfloat16")
         except Exception as err:  # noqa: BLE001 - no config to read: say so and go on
@@ -368,15 +370,12 @@ def memory_table(stem: str, params: dict, notes: list[str]) -> list[dict]:
             together.append((one_at_a_time, size["gib"], peak))
     elsewhere: dict[str, set] = {}  # how it runs -> models
     for spec in map(functools.partial(model_of, params), ROLE_MODELS):
-        if isinstance(spec, dict) and spec.get("base_url") and _gpu_model(spec):
-            elsewhere.setdefault("served", set()).add(spec["model"])
-        elif spec and not _gpu_model(spec):
+        if spec and not _gpu_model(spec):
             llamacpp = isinstance(spec, dict) and spec.get("kind") == "llamacpp"
             served_elsewhere = isinstance(spec, dict) and spec.get("base_url")
             how = "run by llama.cpp" if llamacpp else "served at its base_url" if served_elsewhere else \
                 "answered by the OpenAI API"
             elsewhere.setdefault(how, set()).add(_label(spec).rstrip(":"))
-    served = elsewhere.pop("served", set())
     notes += [f"{stem}: {', '.join(sorted(names))} left out, {how}: no GPU here" for how, names in elsewhere.items()]
     notes += [f"{stem}: {name} is served at its base_url: its row is for the serving card, with the engine's "
               f"requests in flight (concurrency) as its batch; vLLM takes 90% of a card by default "
